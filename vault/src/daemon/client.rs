@@ -1,0 +1,4 @@
+//! Client of vaultd.
+/// Placeholder.
+#[derive(Debug)]
+pub struct DaemonClient;

@@ -14,6 +14,7 @@ pub mod csr;
 pub mod daemon;
 pub mod error;
 pub mod key;
+pub mod oaep;
 pub mod pkcs11;
 pub mod protocol;
 pub mod pubkey;

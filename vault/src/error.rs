@@ -16,7 +16,7 @@ pub enum VaultError {
     #[error("a key labelled {0:?} already exists")]
     DuplicateLabel(String),
     /// The key cannot perform the requested algorithm (wrong key type, size, or a disabled legacy algorithm).
-    #[error("key {key:?} cannot do {alg}: {why}")]
+    #[error("{}", unsupported_message(key, alg, why))]
     Unsupported {
         /// Label of the key.
         key: String,
@@ -47,19 +47,18 @@ pub enum VaultError {
     #[error("access denied: {0}")]
     AccessDenied(String),
     /// The daemon socket cannot be reached.
-    #[error("cannot reach vaultd at {socket}: {source}. Is it running? Start it with `vaultd --container <FILE> --socket {socket}`")]
+    #[error("cannot reach vaultd at {}: {err}. Is it running? Start it with `vaultd --container <FILE> --socket {}`", socket.display(), socket.display())]
     DaemonUnavailable {
         /// The socket path that was tried.
         socket: PathBuf,
         /// The connect error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The daemon answered with something this client does not understand, or a frame was malformed.
     #[error("vault protocol error: {0}")]
     Protocol(String),
     /// The container file is unusable.
-    #[error("container {path}: {why}")]
+    #[error("container {}: {why}", path.display())]
     Container {
         /// The container file.
         path: PathBuf,
@@ -67,7 +66,7 @@ pub enum VaultError {
         why: String,
     },
     /// Another daemon holds the container.
-    #[error("container {0} is in use by another vaultd (its lock file is held)")]
+    #[error("container {} is in use by another vaultd (its lock file is held)", .0.display())]
     ContainerBusy(PathBuf),
     /// A PKCS#11 call failed.
     #[error("PKCS#11: {0}")]
@@ -80,11 +79,14 @@ pub enum VaultError {
         /// What is wrong with it.
         why: String,
     },
+    /// The daemon failed in a way the client cannot fix (storage, resources); the message is the daemon's.
+    #[error("vaultd: {0}")]
+    Daemon(String),
     /// The crypto library reported an error.
     #[error("crypto failure: {0}")]
     Crypto(String),
     /// The audit log does not verify.
-    #[error("audit log {path}: {why}")]
+    #[error("audit log {}: {why}", path.display())]
     Audit {
         /// The log file.
         path: PathBuf,
@@ -92,23 +94,31 @@ pub enum VaultError {
         why: String,
     },
     /// An I/O error with the file it happened on.
-    #[error("{context}: {source}")]
+    #[error("{context}: {err}")]
     Io {
         /// What was being done.
         context: String,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
 impl VaultError {
     /// Wraps an I/O error with what was being done.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
         VaultError::Io {
             context: context.into(),
-            source,
+            err,
         }
+    }
+}
+
+/// An `Unsupported` rebuilt from the daemon's answer has only the daemon's sentence, already complete.
+fn unsupported_message(key: &str, alg: &str, why: &str) -> String {
+    if key.is_empty() && alg.is_empty() {
+        why.to_string()
+    } else {
+        format!("key {key:?} cannot do {alg}: {why}")
     }
 }
 

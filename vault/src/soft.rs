@@ -148,11 +148,6 @@ impl SoftKey {
         &self.pkcs8
     }
 
-    /// Replaces the key's public facts (label, policy) after a change made by the store.
-    pub(crate) fn info_mut(&mut self) -> &mut KeyInfo {
-        &mut self.info
-    }
-
     fn legacy_sha1(&self, legacy: &std::sync::OnceLock<rsa::PrivateKey>, msg: &[u8]) -> Result<Vec<u8>> {
         use rsa::pkcs8::DecodePrivateKey;
         let key = match legacy.get() {

@@ -32,7 +32,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme,
+    SupportedProtocolVersion,
+};
 
 use crate::error::{Result, VaultError};
 use crate::key::{KeyAlgorithm, SharedKey, SignAlg};
@@ -71,8 +74,12 @@ pub fn sign_alg_for(scheme: SignatureScheme) -> Option<SignAlg> {
 /// chosen only when the peer offers no PSS scheme at all, which can happen in TLS 1.2 but never in TLS 1.3, whose
 /// `signature_algorithms` never lists PKCS#1 for handshake signatures. ECDSA keys sign only with the hash their
 /// curve is paired with in TLS 1.3, so a P-256 key never answers an offer of P-384 only.
-pub fn choose_scheme_for(alg: KeyAlgorithm, offered: &[SignatureScheme]) -> Option<SignatureScheme> {
-    let first_offered = |prefs: &[SignatureScheme]| prefs.iter().copied().find(|s| offered.contains(s));
+pub fn choose_scheme_for(
+    alg: KeyAlgorithm,
+    offered: &[SignatureScheme],
+) -> Option<SignatureScheme> {
+    let first_offered =
+        |prefs: &[SignatureScheme]| prefs.iter().copied().find(|s| offered.contains(s));
     match alg {
         KeyAlgorithm::Rsa { .. } => first_offered(&RSA_PSS).or_else(|| first_offered(&RSA_PKCS1)),
         KeyAlgorithm::EcP256 => first_offered(&[SignatureScheme::ECDSA_NISTP256_SHA256]),
@@ -138,7 +145,9 @@ impl SigningKey for VaultSigningKey {
     }
 
     fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
-        Some(SubjectPublicKeyInfoDer::from(self.key.info().spki_der.as_slice()))
+        Some(SubjectPublicKeyInfoDer::from(
+            self.key.info().spki_der.as_slice(),
+        ))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
@@ -180,12 +189,17 @@ impl Signer for VaultSigner {
 }
 
 /// Pairs `chain` (leaf first) with a vault key and checks that the leaf certifies that key.
-pub fn certified_key(chain: Vec<CertificateDer<'static>>, key: SharedKey) -> Result<Arc<CertifiedKey>> {
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: SharedKey,
+) -> Result<Arc<CertifiedKey>> {
     let label = key.info().label.clone();
     let ck = CertifiedKey::new(chain, Arc::new(VaultSigningKey::new(key)));
     // Without this check a wrong pairing only shows up as a peer's "bad signature" alert, far from its cause.
     ck.keys_match().map_err(|e| {
-        VaultError::InvalidInput(format!("the certificate chain does not belong to vault key {label:?}: {e}"))
+        VaultError::InvalidInput(format!(
+            "the certificate chain does not belong to vault key {label:?}: {e}"
+        ))
     })?;
     Ok(Arc::new(ck))
 }
@@ -232,7 +246,10 @@ impl SwappableCertifiedKey {
 
     /// The pair in use now.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -253,7 +270,11 @@ impl ResolvesServerCert for SwappableCertifiedKey {
 }
 
 impl ResolvesClientCert for SwappableCertifiedKey {
-    fn resolve(&self, _root_hint_subjects: &[&[u8]], sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         let ck = self.current();
         // Offering a certificate we then cannot sign for would abort the handshake; sending none at least lets a
         // server with optional client authentication continue, and gives a clear "certificate required" otherwise.
@@ -285,9 +306,10 @@ pub fn server_config(
     client_roots: RootCertStore,
     versions: &[&'static SupportedProtocolVersion],
 ) -> Result<ServerConfig> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
-        .build()
-        .map_err(config_err)?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
+            .build()
+            .map_err(config_err)?;
     Ok(ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(config_err)?
@@ -321,7 +343,16 @@ mod tests {
 
     fn soft(alg: KeyAlgorithm, label: &str) -> SharedKey {
         let pkcs8 = generate_pkcs8(alg).expect("keygen");
-        Arc::new(SoftKey::from_pkcs8(pkcs8, label.as_bytes().to_vec(), label.into(), true, KeyPolicy::default()).expect("load"))
+        Arc::new(
+            SoftKey::from_pkcs8(
+                pkcs8,
+                label.as_bytes().to_vec(),
+                label.into(),
+                true,
+                KeyPolicy::default(),
+            )
+            .expect("load"),
+        )
     }
 
     fn self_signed(key: &SharedKey) -> Vec<CertificateDer<'static>> {
@@ -330,7 +361,9 @@ mod tests {
             dns_names: vec!["localhost".into()],
             ..Default::default()
         };
-        vec![CertificateDer::from(csr::self_signed(key.as_ref(), &req, Duration::from_secs(3600)).expect("cert"))]
+        vec![CertificateDer::from(
+            csr::self_signed(key.as_ref(), &req, Duration::from_secs(3600)).expect("cert"),
+        )]
     }
 
     const RSA: KeyAlgorithm = KeyAlgorithm::Rsa { bits: 2048 };
@@ -338,24 +371,55 @@ mod tests {
     #[test]
     fn rsa_prefers_pss_over_pkcs1() {
         use SignatureScheme as S;
-        let offered = [S::RSA_PKCS1_SHA256, S::RSA_PKCS1_SHA384, S::RSA_PSS_SHA512, S::RSA_PSS_SHA384];
+        let offered = [
+            S::RSA_PKCS1_SHA256,
+            S::RSA_PKCS1_SHA384,
+            S::RSA_PSS_SHA512,
+            S::RSA_PSS_SHA384,
+        ];
         assert_eq!(choose_scheme_for(RSA, &offered), Some(S::RSA_PSS_SHA384));
-        let offered = [S::RSA_PKCS1_SHA512, S::RSA_PKCS1_SHA384, S::ECDSA_NISTP256_SHA256];
+        let offered = [
+            S::RSA_PKCS1_SHA512,
+            S::RSA_PKCS1_SHA384,
+            S::ECDSA_NISTP256_SHA256,
+        ];
         assert_eq!(choose_scheme_for(RSA, &offered), Some(S::RSA_PKCS1_SHA384));
         // What a TLS 1.3 CertificateVerify allows for RSA: only PSS, so PKCS1 can never be picked there.
         let tls13 = [S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256, S::ED25519];
         assert_eq!(choose_scheme_for(RSA, &tls13), Some(S::RSA_PSS_SHA256));
-        assert_eq!(choose_scheme_for(RSA, &[S::ECDSA_NISTP256_SHA256, S::ED25519]), None);
+        assert_eq!(
+            choose_scheme_for(RSA, &[S::ECDSA_NISTP256_SHA256, S::ED25519]),
+            None
+        );
     }
 
     #[test]
     fn ecdsa_schemes_follow_the_curve() {
         use SignatureScheme as S;
-        let offered = [S::RSA_PSS_SHA256, S::ECDSA_NISTP384_SHA384, S::ECDSA_NISTP256_SHA256];
-        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP256, &offered), Some(S::ECDSA_NISTP256_SHA256));
-        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP384, &offered), Some(S::ECDSA_NISTP384_SHA384));
-        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP256, &[S::ECDSA_NISTP384_SHA384]), None);
-        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP384, &[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]), None);
+        let offered = [
+            S::RSA_PSS_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::ECDSA_NISTP256_SHA256,
+        ];
+        assert_eq!(
+            choose_scheme_for(KeyAlgorithm::EcP256, &offered),
+            Some(S::ECDSA_NISTP256_SHA256)
+        );
+        assert_eq!(
+            choose_scheme_for(KeyAlgorithm::EcP384, &offered),
+            Some(S::ECDSA_NISTP384_SHA384)
+        );
+        assert_eq!(
+            choose_scheme_for(KeyAlgorithm::EcP256, &[S::ECDSA_NISTP384_SHA384]),
+            None
+        );
+        assert_eq!(
+            choose_scheme_for(
+                KeyAlgorithm::EcP384,
+                &[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]
+            ),
+            None
+        );
     }
 
     #[test]
@@ -376,13 +440,17 @@ mod tests {
                 sig
             };
             let spki = crate::pubkey::PublicKey::from_spki(&key.info().spki_der).expect("spki");
-            spki.verify(sign_alg, b"handshake transcript", &raw).expect("signature verifies");
+            spki.verify(sign_alg, b"handshake transcript", &raw)
+                .expect("signature verifies");
             let expected = match alg {
                 KeyAlgorithm::Rsa { .. } => SignatureAlgorithm::RSA,
                 _ => SignatureAlgorithm::ECDSA,
             };
             assert_eq!(signing.algorithm(), expected);
-            assert_eq!(signing.public_key().expect("spki").as_ref(), key.info().spki_der.as_slice());
+            assert_eq!(
+                signing.public_key().expect("spki").as_ref(),
+                key.info().spki_der.as_slice()
+            );
         }
     }
 
@@ -394,7 +462,9 @@ mod tests {
         let chain_b = self_signed(&b);
         assert!(SwappableCertifiedKey::new(chain_a.clone(), b.clone()).is_err());
         let swap = SwappableCertifiedKey::new(chain_a.clone(), a.clone()).expect("matching pair");
-        let err = swap.replace(chain_b.clone(), a.clone()).expect_err("mismatch refused");
+        let err = swap
+            .replace(chain_b.clone(), a.clone())
+            .expect_err("mismatch refused");
         assert!(err.to_string().contains("does not belong"), "{err}");
         assert_eq!(swap.current().cert, chain_a);
         swap.replace(chain_b.clone(), b).expect("matching pair");
@@ -406,8 +476,13 @@ mod tests {
         let key = soft(KeyAlgorithm::EcP256, "client");
         let swap = SwappableCertifiedKey::new(self_signed(&key), key).expect("pair");
         assert!(ResolvesClientCert::has_certs(&swap));
-        assert!(ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none());
-        assert!(ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::ECDSA_NISTP256_SHA256]).is_some());
+        assert!(
+            ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none()
+        );
+        assert!(
+            ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
+                .is_some()
+        );
     }
 
     #[test]
@@ -418,7 +493,13 @@ mod tests {
         roots.add(chain[0].clone()).expect("root");
         let swap = Arc::new(SwappableCertifiedKey::new(chain, key).expect("pair"));
         let provider = default_provider();
-        server_config(provider.clone(), swap.clone(), roots.clone(), &[&rustls::version::TLS13]).expect("server");
+        server_config(
+            provider.clone(),
+            swap.clone(),
+            roots.clone(),
+            &[&rustls::version::TLS13],
+        )
+        .expect("server");
         client_config(provider, roots, swap, rustls::ALL_VERSIONS).expect("client");
     }
 }

@@ -102,8 +102,7 @@ impl AuditLog {
                     .write(true)
                     .open(path)
                     .map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
-                f.set_len(keep as u64)
-                    .map_err(|e| VaultError::io(format!("trimming {}", path.display()), e))?;
+                f.set_len(keep as u64).map_err(|e| VaultError::io(format!("trimming {}", path.display()), e))?;
                 cut = Some(bytes.len() - keep);
             }
         }
@@ -115,11 +114,7 @@ impl AuditLog {
             .map_err(|e| VaultError::io(format!("opening audit log {}", path.display()), e))?;
         let log = AuditLog {
             path: path.to_path_buf(),
-            tail: Mutex::new(Tail {
-                file,
-                seq: summary.records,
-                last_hash: summary.last_hash,
-            }),
+            tail: Mutex::new(Tail { file, seq: summary.records, last_hash: summary.last_hash }),
         };
         if let Some(n) = cut {
             log.append(Event {
@@ -135,14 +130,8 @@ impl AuditLog {
     /// Appends one record and hands it to the OS before returning. Callers fail the operation if this fails, so no
     /// key use goes unrecorded.
     pub fn append(&self, ev: Event<'_>) -> Result<AuditRecord> {
-        let mut tail = self
-            .tail
-            .lock()
-            .map_err(|_| VaultError::Crypto("audit log lock poisoned".into()))?;
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let mut tail = self.tail.lock().map_err(|_| VaultError::Crypto("audit log lock poisoned".into()))?;
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut rec = AuditRecord {
             seq: tail.seq + 1,
             time_ms,
@@ -187,10 +176,8 @@ fn read_records(path: &Path, from_seq: u64, max: usize) -> Result<Vec<AuditRecor
     let mut out = Vec::new();
     for line in BufReader::new(f).lines() {
         let line = line.map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
-        let rec: AuditRecord = serde_json::from_str(&line).map_err(|e| VaultError::Audit {
-            path: path.to_path_buf(),
-            why: format!("unparsable record: {e}"),
-        })?;
+        let rec: AuditRecord = serde_json::from_str(&line)
+            .map_err(|e| VaultError::Audit { path: path.to_path_buf(), why: format!("unparsable record: {e}") })?;
         if rec.seq >= from_seq {
             out.push(rec);
             if out.len() >= max {
@@ -212,20 +199,12 @@ pub struct Verified {
 
 /// Checks the whole chain of the log at `path` for the container `serial`. A missing file is an empty log.
 pub fn verify(path: &Path, serial: &str) -> Result<Verified> {
-    let fail = |why: String| VaultError::Audit {
-        path: path.to_path_buf(),
-        why,
-    };
+    let fail = |why: String| VaultError::Audit { path: path.to_path_buf(), why };
     let mut prev = genesis(serial);
     let mut n = 0u64;
     let f = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Verified {
-                records: 0,
-                last_hash: prev,
-            })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verified { records: 0, last_hash: prev }),
         Err(e) => return Err(VaultError::io(format!("opening {}", path.display()), e)),
     };
     for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -244,10 +223,7 @@ pub fn verify(path: &Path, serial: &str) -> Result<Verified> {
         prev = rec.hash;
         n = rec.seq;
     }
-    Ok(Verified {
-        records: n,
-        last_hash: prev,
-    })
+    Ok(Verified { records: n, last_hash: prev })
 }
 
 #[cfg(test)]
@@ -255,12 +231,7 @@ mod tests {
     use super::*;
 
     fn ev(op: &str) -> Event<'_> {
-        Event {
-            op,
-            key: Some("k"),
-            ok: true,
-            ..Default::default()
-        }
+        Event { op, key: Some("k"), ok: true, ..Default::default() }
     }
 
     #[test]

@@ -48,11 +48,7 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// OWASP's Argon2id recommendation (19 MiB, 2 passes): about 50 ms here, per login, not per operation.
     fn default() -> Self {
-        KdfParams {
-            m_kib: 19 * 1024,
-            t: 2,
-            p: 1,
-        }
+        KdfParams { m_kib: 19 * 1024, t: 2, p: 1 }
     }
 }
 
@@ -165,10 +161,7 @@ impl std::fmt::Debug for Container {
 }
 
 fn bad(path: &Path, why: impl Into<String>) -> VaultError {
-    VaultError::Container {
-        path: path.to_path_buf(),
-        why: why.into(),
-    }
+    VaultError::Container { path: path.to_path_buf(), why: why.into() }
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -182,9 +175,7 @@ fn derive_kek(pin: &[u8], salt: &[u8], kdf: KdfParams) -> Result<Zeroizing<[u8; 
         .map_err(|e| VaultError::InvalidInput(format!("Argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(pin, salt, out.as_mut())
-        .map_err(|e| VaultError::Crypto(format!("Argon2id: {e}")))?;
+    argon.hash_password_into(pin, salt, out.as_mut()).map_err(|e| VaultError::Crypto(format!("Argon2id: {e}")))?;
     Ok(out)
 }
 
@@ -249,13 +240,13 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     if version != FORMAT_VERSION {
         return Err(bad(
             path,
-            format!("container format version {version} is not supported by this build (it reads version {FORMAT_VERSION})"),
+            format!(
+                "container format version {version} is not supported by this build (it reads version {FORMAT_VERSION})"
+            ),
         ));
     }
     let hlen = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
-    let header_bytes = bytes
-        .get(14..14usize.saturating_add(hlen))
-        .ok_or_else(|| bad(path, "truncated header"))?;
+    let header_bytes = bytes.get(14..14usize.saturating_add(hlen)).ok_or_else(|| bad(path, "truncated header"))?;
     let header: Header = ciborium::from_reader(header_bytes).map_err(|e| bad(path, format!("corrupt header: {e}")))?;
     if header.body_nonce.len() != 12 || header.user.nonce.len() != 12 || header.admin.nonce.len() != 12 {
         return Err(bad(path, "corrupt header: bad nonce length"));
@@ -276,9 +267,7 @@ impl Container {
         check_pin(user_pin)?;
         check_pin(admin_pin)?;
         if serial.is_empty() || serial.len() > 64 || !serial.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(VaultError::InvalidInput(
-                "a serial is 1 to 64 characters of letters, digits and '-'".into(),
-            ));
+            return Err(VaultError::InvalidInput("a serial is 1 to 64 characters of letters, digits and '-'".into()));
         }
         if path.exists() {
             return Err(bad(path, "already exists; refusing to overwrite a container"));
@@ -296,11 +285,7 @@ impl Container {
             path: path.to_path_buf(),
             header,
             dek,
-            body: Body {
-                serial: serial.to_string(),
-                update_counter: 0,
-                keys: Vec::new(),
-            },
+            body: Body { serial: serial.to_string(), update_counter: 0, keys: Vec::new() },
         };
         c.save()?;
         Ok(c)
@@ -315,28 +300,22 @@ impl Container {
             PinRole::Admin => (&header.admin, "admin"),
         };
         let kek = derive_kek(pin, &slot.salt, header.kdf)?;
-        let Some(dek_bytes) = open_sealed(&kek, &slot.nonce, &slot_aad(&header.serial, which), &slot.wrapped_dek) else {
+        let Some(dek_bytes) = open_sealed(&kek, &slot.nonce, &slot_aad(&header.serial, which), &slot.wrapped_dek)
+        else {
             return Ok(None);
         };
-        let dek: [u8; 32] = dek_bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad(path, "corrupt key slot"))?;
+        let dek: [u8; 32] = dek_bytes.as_slice().try_into().map_err(|_| bad(path, "corrupt key slot"))?;
         let dek = Zeroizing::new(dek);
         let hlen = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
         let (aad, sealed) = bytes.split_at(14 + hlen);
         let plain = open_sealed(&dek, &header.body_nonce, aad, sealed)
             .ok_or_else(|| bad(path, "the body does not authenticate: the file is corrupted or was tampered with"))?;
-        let body: Body = ciborium::from_reader(plain.as_slice()).map_err(|e| bad(path, format!("corrupt body: {e}")))?;
+        let body: Body =
+            ciborium::from_reader(plain.as_slice()).map_err(|e| bad(path, format!("corrupt body: {e}")))?;
         if body.serial != header.serial {
             return Err(bad(path, "the body belongs to another serial"));
         }
-        Ok(Some(Container {
-            path: path.to_path_buf(),
-            header,
-            dek,
-            body,
-        }))
+        Ok(Some(Container { path: path.to_path_buf(), header, dek, body }))
     }
 
     /// The dongle's serial.
@@ -373,7 +352,8 @@ impl Container {
         out.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
         out.extend_from_slice(&header_bytes);
         let mut plain = Zeroizing::new(Vec::new());
-        ciborium::into_writer(&self.body, &mut *plain).map_err(|e| VaultError::Crypto(format!("encoding body: {e}")))?;
+        ciborium::into_writer(&self.body, &mut *plain)
+            .map_err(|e| VaultError::Crypto(format!("encoding body: {e}")))?;
         let sealed = seal(&self.dek, &self.header.body_nonce, &out, &plain)?;
         out.extend_from_slice(&sealed);
         atomic_write(&self.path, &out)

@@ -91,12 +91,7 @@ impl<'a> RcgenKey<'a> {
             KeyAlgorithm::EcP256 => (SignAlg::EcdsaP256Sha256, &rcgen::PKCS_ECDSA_P256_SHA256),
             KeyAlgorithm::EcP384 => (SignAlg::EcdsaP384Sha384, &rcgen::PKCS_ECDSA_P384_SHA384),
         };
-        Ok(RcgenKey {
-            key,
-            public,
-            alg,
-            rcgen_alg,
-        })
+        Ok(RcgenKey { key, public, alg, rcgen_alg })
     }
 }
 
@@ -205,7 +200,12 @@ pub fn issue(
 }
 
 /// Issues a certificate from a PKCS#10 CSR (DER), after checking the CSR's signature.
-pub fn issue_from_csr(ca_key: &dyn VaultKey, ca_cert_der: &[u8], csr_der: &[u8], valid_for: Duration) -> Result<Vec<u8>> {
+pub fn issue_from_csr(
+    ca_key: &dyn VaultKey,
+    ca_cert_der: &[u8],
+    csr_der: &[u8],
+    valid_for: Duration,
+) -> Result<Vec<u8>> {
     let signer = RcgenKey::new(ca_key)?;
     let issuer = Issuer::from_ca_cert_der(&ca_cert_der.into(), signer).map_err(rcgen_err)?;
     let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.into()).map_err(rcgen_err)?;

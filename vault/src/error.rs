@@ -106,10 +106,7 @@ pub enum VaultError {
 impl VaultError {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
-        VaultError::Io {
-            context: context.into(),
-            err,
-        }
+        VaultError::Io { context: context.into(), err }
     }
 }
 

@@ -26,8 +26,6 @@ pub mod uri;
 
 pub use daemon::client::DaemonClient;
 pub use error::{Result, VaultError};
-pub use key::{
-    DecryptAlg, HashAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey, SignAlg, VaultKey,
-};
+pub use key::{DecryptAlg, HashAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey, SignAlg, VaultKey};
 pub use pubkey::PublicKey;
 pub use store::KeyStore;

@@ -281,11 +281,7 @@ impl Response {
             | VaultError::Daemon(m) => m.clone(),
             other => other.to_string(),
         };
-        Response::Error {
-            code,
-            message,
-            attempts_left,
-        }
+        Response::Error { code, message, attempts_left }
     }
 
     /// Rebuilds the typed error of an `Error` response.
@@ -293,16 +289,10 @@ impl Response {
         match code {
             ErrorCode::NotFound => VaultError::KeyNotFound(message),
             ErrorCode::Duplicate => VaultError::DuplicateLabel(message),
-            ErrorCode::Unsupported => VaultError::Unsupported {
-                key: String::new(),
-                alg: String::new(),
-                why: message,
-            },
+            ErrorCode::Unsupported => VaultError::Unsupported { key: String::new(), alg: String::new(), why: message },
             ErrorCode::InvalidInput => VaultError::InvalidInput(message),
             ErrorCode::DecryptFailed => VaultError::DecryptFailed,
-            ErrorCode::WrongPin => VaultError::WrongPin {
-                attempts_left: attempts_left.unwrap_or(0),
-            },
+            ErrorCode::WrongPin => VaultError::WrongPin { attempts_left: attempts_left.unwrap_or(0) },
             ErrorCode::PinLocked => VaultError::PinLocked,
             ErrorCode::NotLoggedIn => VaultError::NotLoggedIn,
             ErrorCode::AccessDenied => VaultError::AccessDenied(message),
@@ -318,7 +308,9 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<()> {
     ciborium::into_writer(msg, &mut buf).map_err(|e| VaultError::Protocol(format!("encoding: {e}")))?;
     let len = buf.len() - 4;
     if len > MAX_FRAME {
-        return Err(VaultError::InvalidInput(format!("message of {len} bytes exceeds the {MAX_FRAME}-byte frame limit")));
+        return Err(VaultError::InvalidInput(format!(
+            "message of {len} bytes exceeds the {MAX_FRAME}-byte frame limit"
+        )));
     }
     buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
     w.write_all(&buf).map_err(|e| VaultError::io("writing to vaultd socket", e))

@@ -2,8 +2,7 @@
 //! these run in software wherever they are needed.
 
 use aws_lc_rs::rsa::{
-    OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, OAEP_SHA1_MGF1SHA1,
-    OAEP_SHA256_MGF1SHA256,
+    OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
 };
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 
@@ -39,9 +38,7 @@ impl PublicKey {
             return Err(VaultError::InvalidInput("trailing bytes after SubjectPublicKeyInfo".into()));
         }
         let algorithm = match parsed.parsed() {
-            Ok(P::RSA(rsa)) => KeyAlgorithm::Rsa {
-                bits: rsa.key_size() as u32,
-            },
+            Ok(P::RSA(rsa)) => KeyAlgorithm::Rsa { bits: rsa.key_size() as u32 },
             Ok(P::EC(point)) => match point.key_size() {
                 256 => KeyAlgorithm::EcP256,
                 384 => KeyAlgorithm::EcP384,
@@ -49,11 +46,7 @@ impl PublicKey {
             },
             _ => return Err(VaultError::InvalidInput("only RSA and EC P-256/P-384 public keys are supported".into())),
         };
-        Ok(PublicKey {
-            spki: spki.to_vec(),
-            raw: parsed.subject_public_key.data.to_vec(),
-            algorithm,
-        })
+        Ok(PublicKey { spki: spki.to_vec(), raw: parsed.subject_public_key.data.to_vec(), algorithm })
     }
 
     /// Takes the public key out of a DER X.509 certificate.
@@ -117,22 +110,16 @@ impl PublicKey {
         }
         let n = match alg {
             DecryptAlg::RsaOaepSha1 | DecryptAlg::RsaOaepSha256 => {
-                let params = if alg == DecryptAlg::RsaOaepSha1 {
-                    &OAEP_SHA1_MGF1SHA1
-                } else {
-                    &OAEP_SHA256_MGF1SHA256
-                };
+                let params = if alg == DecryptAlg::RsaOaepSha1 { &OAEP_SHA1_MGF1SHA1 } else { &OAEP_SHA256_MGF1SHA256 };
                 OaepPublicEncryptingKey::new(key)
                     .map_err(bad)?
                     .encrypt(params, plaintext, &mut out, None)
                     .map_err(bad)?
                     .len()
             }
-            DecryptAlg::RsaPkcs1v15 => Pkcs1PublicEncryptingKey::new(key)
-                .map_err(bad)?
-                .encrypt(plaintext, &mut out)
-                .map_err(bad)?
-                .len(),
+            DecryptAlg::RsaPkcs1v15 => {
+                Pkcs1PublicEncryptingKey::new(key).map_err(bad)?.encrypt(plaintext, &mut out).map_err(bad)?.len()
+            }
         };
         out.truncate(n);
         Ok(out)

@@ -11,7 +11,7 @@ use crate::error::{Result, VaultError};
 /// assert_eq!(certvault::sig::ecdsa_der_to_raw(&der, 32).unwrap(), raw);
 /// ```
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(VaultError::InvalidInput(format!("raw ECDSA signature of {} bytes", raw.len())));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

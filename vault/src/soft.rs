@@ -20,14 +20,15 @@ use crate::error::{Result, VaultError};
 use crate::key::{check_decrypt, check_sign, DecryptAlg, KeyAlgorithm, KeyInfo, KeyPolicy, SignAlg, VaultKey};
 
 /// DigestInfo prefix of SHA-1 for PKCS#1 v1.5 signatures (RFC 8017 §9.2 note 1).
-const SHA1_DIGEST_INFO: [u8; 15] = [0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14];
+const SHA1_DIGEST_INFO: [u8; 15] =
+    [0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14];
 
 enum Inner {
     Rsa {
         sign: RsaKeyPair,
         decrypt: PrivateDecryptingKey,
         // Only for SHA-1 PKCS#1 signatures, which AWS-LC's safe API does not offer; loaded on first use.
-        legacy: std::sync::OnceLock<rsa::PrivateKey>,
+        legacy: Box<std::sync::OnceLock<rsa::PrivateKey>>,
     },
     Ec(EcdsaKeyPair),
 }
@@ -92,21 +93,11 @@ impl SoftKey {
         let (inner, algorithm, spki_der) = if let Ok(sign) = RsaKeyPair::from_pkcs8(&pkcs8) {
             let decrypt = PrivateDecryptingKey::from_pkcs8(&pkcs8)
                 .map_err(|e| VaultError::InvalidInput(format!("RSA key rejected: {e}")))?;
-            let spki: PublicKeyX509Der = sign
-                .public_key()
-                .as_der()
-                .map_err(|e| VaultError::Crypto(format!("public key encoding: {e}")))?;
+            let spki: PublicKeyX509Der =
+                sign.public_key().as_der().map_err(|e| VaultError::Crypto(format!("public key encoding: {e}")))?;
             let bits = (sign.public_modulus_len() * 8) as u32;
             let spki = spki.as_ref().to_vec();
-            (
-                Inner::Rsa {
-                    sign,
-                    decrypt,
-                    legacy: std::sync::OnceLock::new(),
-                },
-                KeyAlgorithm::Rsa { bits },
-                spki,
-            )
+            (Inner::Rsa { sign, decrypt, legacy: Box::default() }, KeyAlgorithm::Rsa { bits }, spki)
         } else {
             let mut found = None;
             for alg in [KeyAlgorithm::EcP256, KeyAlgorithm::EcP384] {
@@ -116,27 +107,15 @@ impl SoftKey {
                 }
             }
             let (kp, alg) = found.ok_or_else(|| {
-                VaultError::InvalidInput(
-                    "not a PKCS#8 RSA (2048 to 8192 bits), P-256 or P-384 private key".into(),
-                )
+                VaultError::InvalidInput("not a PKCS#8 RSA (2048 to 8192 bits), P-256 or P-384 private key".into())
             })?;
-            let spki: PublicKeyX509Der = kp
-                .public_key()
-                .as_der()
-                .map_err(|e| VaultError::Crypto(format!("public key encoding: {e}")))?;
+            let spki: PublicKeyX509Der =
+                kp.public_key().as_der().map_err(|e| VaultError::Crypto(format!("public key encoding: {e}")))?;
             let spki = spki.as_ref().to_vec();
             (Inner::Ec(kp), alg, spki)
         };
         Ok(SoftKey {
-            info: KeyInfo {
-                id,
-                label,
-                algorithm,
-                spki_der,
-                made_inside,
-                non_exportable: true,
-                policy,
-            },
+            info: KeyInfo { id, label, algorithm, spki_der, made_inside, non_exportable: true, policy },
             pkcs8,
             inner,
         })
@@ -205,14 +184,8 @@ impl VaultKey for SoftKey {
         let n = match alg {
             DecryptAlg::RsaOaepSha1 | DecryptAlg::RsaOaepSha256 => {
                 let oaep = OaepPrivateDecryptingKey::new(decrypt.clone()).map_err(|_| VaultError::DecryptFailed)?;
-                let params = if alg == DecryptAlg::RsaOaepSha1 {
-                    &OAEP_SHA1_MGF1SHA1
-                } else {
-                    &OAEP_SHA256_MGF1SHA256
-                };
-                oaep.decrypt(params, ciphertext, &mut out, None)
-                    .map_err(|_| VaultError::DecryptFailed)?
-                    .len()
+                let params = if alg == DecryptAlg::RsaOaepSha1 { &OAEP_SHA1_MGF1SHA1 } else { &OAEP_SHA256_MGF1SHA256 };
+                oaep.decrypt(params, ciphertext, &mut out, None).map_err(|_| VaultError::DecryptFailed)?.len()
             }
             DecryptAlg::RsaPkcs1v15 => {
                 let p = Pkcs1PrivateDecryptingKey::new(decrypt.clone()).map_err(|_| VaultError::DecryptFailed)?;

@@ -36,9 +36,7 @@ pub trait KeyStore: Send + Sync {
 
 /// Checks that a chain's leaf certificate carries `info`'s public key; both backends call it before storing.
 pub fn check_leaf_matches(info: &KeyInfo, chain: &[Vec<u8>]) -> Result<()> {
-    let leaf = chain
-        .first()
-        .ok_or_else(|| crate::VaultError::InvalidInput("empty certificate chain".into()))?;
+    let leaf = chain.first().ok_or_else(|| crate::VaultError::InvalidInput("empty certificate chain".into()))?;
     let pk = crate::PublicKey::from_certificate(leaf)?;
     if pk.spki_der() != info.spki_der.as_slice() {
         return Err(crate::VaultError::InvalidInput(format!(

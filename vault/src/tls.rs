@@ -33,8 +33,7 @@ use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{
-    ClientConfig, RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme,
-    SupportedProtocolVersion,
+    ClientConfig, RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme, SupportedProtocolVersion,
 };
 
 use crate::error::{Result, VaultError};
@@ -42,16 +41,10 @@ use crate::key::{KeyAlgorithm, SharedKey, SignAlg};
 
 /// RSA schemes in preference order. PSS comes first even for TLS 1.2: TLS 1.3 allows nothing else for handshake
 /// signatures, and PKCS#1 v1.5 is kept only for TLS 1.2 peers that offer no PSS at all.
-const RSA_PSS: [SignatureScheme; 3] = [
-    SignatureScheme::RSA_PSS_SHA256,
-    SignatureScheme::RSA_PSS_SHA384,
-    SignatureScheme::RSA_PSS_SHA512,
-];
-const RSA_PKCS1: [SignatureScheme; 3] = [
-    SignatureScheme::RSA_PKCS1_SHA256,
-    SignatureScheme::RSA_PKCS1_SHA384,
-    SignatureScheme::RSA_PKCS1_SHA512,
-];
+const RSA_PSS: [SignatureScheme; 3] =
+    [SignatureScheme::RSA_PSS_SHA256, SignatureScheme::RSA_PSS_SHA384, SignatureScheme::RSA_PSS_SHA512];
+const RSA_PKCS1: [SignatureScheme; 3] =
+    [SignatureScheme::RSA_PKCS1_SHA256, SignatureScheme::RSA_PKCS1_SHA384, SignatureScheme::RSA_PKCS1_SHA512];
 
 /// The vault algorithm that makes a TLS signature of `scheme`, if we support it.
 pub fn sign_alg_for(scheme: SignatureScheme) -> Option<SignAlg> {
@@ -74,12 +67,8 @@ pub fn sign_alg_for(scheme: SignatureScheme) -> Option<SignAlg> {
 /// chosen only when the peer offers no PSS scheme at all, which can happen in TLS 1.2 but never in TLS 1.3, whose
 /// `signature_algorithms` never lists PKCS#1 for handshake signatures. ECDSA keys sign only with the hash their
 /// curve is paired with in TLS 1.3, so a P-256 key never answers an offer of P-384 only.
-pub fn choose_scheme_for(
-    alg: KeyAlgorithm,
-    offered: &[SignatureScheme],
-) -> Option<SignatureScheme> {
-    let first_offered =
-        |prefs: &[SignatureScheme]| prefs.iter().copied().find(|s| offered.contains(s));
+pub fn choose_scheme_for(alg: KeyAlgorithm, offered: &[SignatureScheme]) -> Option<SignatureScheme> {
+    let first_offered = |prefs: &[SignatureScheme]| prefs.iter().copied().find(|s| offered.contains(s));
     match alg {
         KeyAlgorithm::Rsa { .. } => first_offered(&RSA_PSS).or_else(|| first_offered(&RSA_PKCS1)),
         KeyAlgorithm::EcP256 => first_offered(&[SignatureScheme::ECDSA_NISTP256_SHA256]),
@@ -126,10 +115,7 @@ impl VaultSigningKey {
 impl fmt::Debug for VaultSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let info = self.key.info();
-        f.debug_struct("VaultSigningKey")
-            .field("label", &info.label)
-            .field("algorithm", &info.algorithm)
-            .finish()
+        f.debug_struct("VaultSigningKey").field("label", &info.label).field("algorithm", &info.algorithm).finish()
     }
 }
 
@@ -137,17 +123,11 @@ impl SigningKey for VaultSigningKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         let scheme = choose_scheme_for(self.key.info().algorithm, offered)?;
         let alg = sign_alg_for(scheme)?;
-        Some(Box::new(VaultSigner {
-            key: self.key.clone(),
-            scheme,
-            alg,
-        }))
+        Some(Box::new(VaultSigner { key: self.key.clone(), scheme, alg }))
     }
 
     fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
-        Some(SubjectPublicKeyInfoDer::from(
-            self.key.info().spki_der.as_slice(),
-        ))
+        Some(SubjectPublicKeyInfoDer::from(self.key.info().spki_der.as_slice()))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
@@ -167,10 +147,7 @@ struct VaultSigner {
 
 impl fmt::Debug for VaultSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VaultSigner")
-            .field("label", &self.key.info().label)
-            .field("scheme", &self.scheme)
-            .finish()
+        f.debug_struct("VaultSigner").field("label", &self.key.info().label).field("scheme", &self.scheme).finish()
     }
 }
 
@@ -189,17 +166,12 @@ impl Signer for VaultSigner {
 }
 
 /// Pairs `chain` (leaf first) with a vault key and checks that the leaf certifies that key.
-pub fn certified_key(
-    chain: Vec<CertificateDer<'static>>,
-    key: SharedKey,
-) -> Result<Arc<CertifiedKey>> {
+pub fn certified_key(chain: Vec<CertificateDer<'static>>, key: SharedKey) -> Result<Arc<CertifiedKey>> {
     let label = key.info().label.clone();
     let ck = CertifiedKey::new(chain, Arc::new(VaultSigningKey::new(key)));
     // Without this check a wrong pairing only shows up as a peer's "bad signature" alert, far from its cause.
     ck.keys_match().map_err(|e| {
-        VaultError::InvalidInput(format!(
-            "the certificate chain does not belong to vault key {label:?}: {e}"
-        ))
+        VaultError::InvalidInput(format!("the certificate chain does not belong to vault key {label:?}: {e}"))
     })?;
     Ok(Arc::new(ck))
 }
@@ -230,9 +202,7 @@ pub struct SwappableCertifiedKey {
 impl SwappableCertifiedKey {
     /// Starts with `chain` (leaf first) and `key`; fails if the leaf does not certify the key.
     pub fn new(chain: Vec<CertificateDer<'static>>, key: SharedKey) -> Result<Self> {
-        Ok(SwappableCertifiedKey {
-            current: RwLock::new(certified_key(chain, key)?),
-        })
+        Ok(SwappableCertifiedKey { current: RwLock::new(certified_key(chain, key)?) })
     }
 
     /// Makes `chain` and `key` current for every later handshake. A pair that does not match is refused and the
@@ -246,20 +216,14 @@ impl SwappableCertifiedKey {
 
     /// The pair in use now.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl fmt::Debug for SwappableCertifiedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ck = self.current();
-        f.debug_struct("SwappableCertifiedKey")
-            .field("chain_len", &ck.cert.len())
-            .field("key", &ck.key)
-            .finish()
+        f.debug_struct("SwappableCertifiedKey").field("chain_len", &ck.cert.len()).field("key", &ck.key).finish()
     }
 }
 
@@ -270,11 +234,7 @@ impl ResolvesServerCert for SwappableCertifiedKey {
 }
 
 impl ResolvesClientCert for SwappableCertifiedKey {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, _root_hint_subjects: &[&[u8]], sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         let ck = self.current();
         // Offering a certificate we then cannot sign for would abort the handshake; sending none at least lets a
         // server with optional client authentication continue, and gives a clear "certificate required" otherwise.
@@ -306,10 +266,9 @@ pub fn server_config(
     client_roots: RootCertStore,
     versions: &[&'static SupportedProtocolVersion],
 ) -> Result<ServerConfig> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
-            .build()
-            .map_err(config_err)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
+        .build()
+        .map_err(config_err)?;
     Ok(ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(config_err)?
@@ -344,14 +303,8 @@ mod tests {
     fn soft(alg: KeyAlgorithm, label: &str) -> SharedKey {
         let pkcs8 = generate_pkcs8(alg).expect("keygen");
         Arc::new(
-            SoftKey::from_pkcs8(
-                pkcs8,
-                label.as_bytes().to_vec(),
-                label.into(),
-                true,
-                KeyPolicy::default(),
-            )
-            .expect("load"),
+            SoftKey::from_pkcs8(pkcs8, label.as_bytes().to_vec(), label.into(), true, KeyPolicy::default())
+                .expect("load"),
         )
     }
 
@@ -361,9 +314,7 @@ mod tests {
             dns_names: vec!["localhost".into()],
             ..Default::default()
         };
-        vec![CertificateDer::from(
-            csr::self_signed(key.as_ref(), &req, Duration::from_secs(3600)).expect("cert"),
-        )]
+        vec![CertificateDer::from(csr::self_signed(key.as_ref(), &req, Duration::from_secs(3600)).expect("cert"))]
     }
 
     const RSA: KeyAlgorithm = KeyAlgorithm::Rsa { bits: 2048 };
@@ -371,86 +322,47 @@ mod tests {
     #[test]
     fn rsa_prefers_pss_over_pkcs1() {
         use SignatureScheme as S;
-        let offered = [
-            S::RSA_PKCS1_SHA256,
-            S::RSA_PKCS1_SHA384,
-            S::RSA_PSS_SHA512,
-            S::RSA_PSS_SHA384,
-        ];
+        let offered = [S::RSA_PKCS1_SHA256, S::RSA_PKCS1_SHA384, S::RSA_PSS_SHA512, S::RSA_PSS_SHA384];
         assert_eq!(choose_scheme_for(RSA, &offered), Some(S::RSA_PSS_SHA384));
-        let offered = [
-            S::RSA_PKCS1_SHA512,
-            S::RSA_PKCS1_SHA384,
-            S::ECDSA_NISTP256_SHA256,
-        ];
+        let offered = [S::RSA_PKCS1_SHA512, S::RSA_PKCS1_SHA384, S::ECDSA_NISTP256_SHA256];
         assert_eq!(choose_scheme_for(RSA, &offered), Some(S::RSA_PKCS1_SHA384));
         // What a TLS 1.3 CertificateVerify allows for RSA: only PSS, so PKCS1 can never be picked there.
         let tls13 = [S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256, S::ED25519];
         assert_eq!(choose_scheme_for(RSA, &tls13), Some(S::RSA_PSS_SHA256));
-        assert_eq!(
-            choose_scheme_for(RSA, &[S::ECDSA_NISTP256_SHA256, S::ED25519]),
-            None
-        );
+        assert_eq!(choose_scheme_for(RSA, &[S::ECDSA_NISTP256_SHA256, S::ED25519]), None);
     }
 
     #[test]
     fn ecdsa_schemes_follow_the_curve() {
         use SignatureScheme as S;
-        let offered = [
-            S::RSA_PSS_SHA256,
-            S::ECDSA_NISTP384_SHA384,
-            S::ECDSA_NISTP256_SHA256,
-        ];
-        assert_eq!(
-            choose_scheme_for(KeyAlgorithm::EcP256, &offered),
-            Some(S::ECDSA_NISTP256_SHA256)
-        );
-        assert_eq!(
-            choose_scheme_for(KeyAlgorithm::EcP384, &offered),
-            Some(S::ECDSA_NISTP384_SHA384)
-        );
-        assert_eq!(
-            choose_scheme_for(KeyAlgorithm::EcP256, &[S::ECDSA_NISTP384_SHA384]),
-            None
-        );
-        assert_eq!(
-            choose_scheme_for(
-                KeyAlgorithm::EcP384,
-                &[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]
-            ),
-            None
-        );
+        let offered = [S::RSA_PSS_SHA256, S::ECDSA_NISTP384_SHA384, S::ECDSA_NISTP256_SHA256];
+        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP256, &offered), Some(S::ECDSA_NISTP256_SHA256));
+        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP384, &offered), Some(S::ECDSA_NISTP384_SHA384));
+        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP256, &[S::ECDSA_NISTP384_SHA384]), None);
+        assert_eq!(choose_scheme_for(KeyAlgorithm::EcP384, &[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]), None);
     }
 
     #[test]
     fn signer_output_verifies_with_the_public_key() {
-        for (alg, scheme) in [
-            (RSA, SignatureScheme::RSA_PSS_SHA256),
-            (KeyAlgorithm::EcP256, SignatureScheme::ECDSA_NISTP256_SHA256),
-        ] {
+        for (alg, scheme) in
+            [(RSA, SignatureScheme::RSA_PSS_SHA256), (KeyAlgorithm::EcP256, SignatureScheme::ECDSA_NISTP256_SHA256)]
+        {
             let key = soft(alg, "signer");
             let signing = VaultSigningKey::new(key.clone());
             let signer = signing.choose_scheme(&[scheme]).expect("scheme");
             assert_eq!(signer.scheme(), scheme);
             let sig = signer.sign(b"handshake transcript").expect("sign");
             let sign_alg = sign_alg_for(scheme).expect("mapped");
-            let raw = if sign_alg.is_ecdsa() {
-                crate::sig::ecdsa_der_to_raw(&sig, 32).expect("DER signature")
-            } else {
-                sig
-            };
+            let raw =
+                if sign_alg.is_ecdsa() { crate::sig::ecdsa_der_to_raw(&sig, 32).expect("DER signature") } else { sig };
             let spki = crate::pubkey::PublicKey::from_spki(&key.info().spki_der).expect("spki");
-            spki.verify(sign_alg, b"handshake transcript", &raw)
-                .expect("signature verifies");
+            spki.verify(sign_alg, b"handshake transcript", &raw).expect("signature verifies");
             let expected = match alg {
                 KeyAlgorithm::Rsa { .. } => SignatureAlgorithm::RSA,
                 _ => SignatureAlgorithm::ECDSA,
             };
             assert_eq!(signing.algorithm(), expected);
-            assert_eq!(
-                signing.public_key().expect("spki").as_ref(),
-                key.info().spki_der.as_slice()
-            );
+            assert_eq!(signing.public_key().expect("spki").as_ref(), key.info().spki_der.as_slice());
         }
     }
 
@@ -462,9 +374,7 @@ mod tests {
         let chain_b = self_signed(&b);
         assert!(SwappableCertifiedKey::new(chain_a.clone(), b.clone()).is_err());
         let swap = SwappableCertifiedKey::new(chain_a.clone(), a.clone()).expect("matching pair");
-        let err = swap
-            .replace(chain_b.clone(), a.clone())
-            .expect_err("mismatch refused");
+        let err = swap.replace(chain_b.clone(), a.clone()).expect_err("mismatch refused");
         assert!(err.to_string().contains("does not belong"), "{err}");
         assert_eq!(swap.current().cert, chain_a);
         swap.replace(chain_b.clone(), b).expect("matching pair");
@@ -476,13 +386,8 @@ mod tests {
         let key = soft(KeyAlgorithm::EcP256, "client");
         let swap = SwappableCertifiedKey::new(self_signed(&key), key).expect("pair");
         assert!(ResolvesClientCert::has_certs(&swap));
-        assert!(
-            ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none()
-        );
-        assert!(
-            ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
-                .is_some()
-        );
+        assert!(ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none());
+        assert!(ResolvesClientCert::resolve(&swap, &[], &[SignatureScheme::ECDSA_NISTP256_SHA256]).is_some());
     }
 
     #[test]
@@ -493,13 +398,7 @@ mod tests {
         roots.add(chain[0].clone()).expect("root");
         let swap = Arc::new(SwappableCertifiedKey::new(chain, key).expect("pair"));
         let provider = default_provider();
-        server_config(
-            provider.clone(),
-            swap.clone(),
-            roots.clone(),
-            &[&rustls::version::TLS13],
-        )
-        .expect("server");
+        server_config(provider.clone(), swap.clone(), roots.clone(), &[&rustls::version::TLS13]).expect("server");
         client_config(provider, roots, swap, rustls::ALL_VERSIONS).expect("client");
     }
 }

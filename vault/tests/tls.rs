@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use certvault::tls::SwappableCertifiedKey;
 use certvault::{KeyAlgorithm, SignAlg};
-use common::{
-    mtls_configs, ping, run_mtls, soft_key, CountingKey, MtlsCase, TestPki, TestServer, RSA2048,
-};
+use common::{mtls_configs, ping, run_mtls, soft_key, CountingKey, MtlsCase, TestPki, TestServer, RSA2048};
 use rustls::version::{TLS12, TLS13};
 use rustls::ProtocolVersion;
 
@@ -32,14 +30,8 @@ async fn mtls_tls13_rsa_server_rsa_client() {
     )
     .await;
     // TLS 1.3 admits only PSS for RSA handshake signatures.
-    assert!(
-        all(&report.server_algs, SignAlg::RsaPssSha256),
-        "{report:?}"
-    );
-    assert!(
-        all(&report.client_algs, SignAlg::RsaPssSha256),
-        "{report:?}"
-    );
+    assert!(all(&report.server_algs, SignAlg::RsaPssSha256), "{report:?}");
+    assert!(all(&report.client_algs, SignAlg::RsaPssSha256), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,14 +47,8 @@ async fn mtls_tls13_ecdsa_server_rsa_client() {
         },
     )
     .await;
-    assert!(
-        all(&report.server_algs, SignAlg::EcdsaP256Sha256),
-        "{report:?}"
-    );
-    assert!(
-        all(&report.client_algs, SignAlg::RsaPssSha256),
-        "{report:?}"
-    );
+    assert!(all(&report.server_algs, SignAlg::EcdsaP256Sha256), "{report:?}");
+    assert!(all(&report.client_algs, SignAlg::RsaPssSha256), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,14 +64,8 @@ async fn mtls_tls13_p384_server_p256_client() {
         },
     )
     .await;
-    assert!(
-        all(&report.server_algs, SignAlg::EcdsaP384Sha384),
-        "{report:?}"
-    );
-    assert!(
-        all(&report.client_algs, SignAlg::EcdsaP256Sha256),
-        "{report:?}"
-    );
+    assert!(all(&report.server_algs, SignAlg::EcdsaP384Sha384), "{report:?}");
+    assert!(all(&report.client_algs, SignAlg::EcdsaP256Sha256), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,14 +99,8 @@ async fn mtls_tls12_ecdsa_server_ecdsa_client() {
         },
     )
     .await;
-    assert!(
-        all(&report.server_algs, SignAlg::EcdsaP256Sha256),
-        "{report:?}"
-    );
-    assert!(
-        all(&report.client_algs, SignAlg::EcdsaP256Sha256),
-        "{report:?}"
-    );
+    assert!(all(&report.server_algs, SignAlg::EcdsaP256Sha256), "{report:?}");
+    assert!(all(&report.client_algs, SignAlg::EcdsaP256Sha256), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,33 +108,21 @@ async fn renewed_server_certificate_is_served_on_the_next_handshake() {
     let pki = TestPki::new(KeyAlgorithm::EcP256);
     let old_key = soft_key(KeyAlgorithm::EcP256, "server-old");
     let old_chain = pki.issue(&old_key, "server-old");
-    let server =
-        Arc::new(SwappableCertifiedKey::new(old_chain.clone(), old_key.clone()).expect("pair"));
+    let server = Arc::new(SwappableCertifiedKey::new(old_chain.clone(), old_key.clone()).expect("pair"));
     let client_key = soft_key(KeyAlgorithm::EcP256, "client");
-    let (scfg, ccfg) = mtls_configs(
-        &pki,
-        server.clone(),
-        pki.resolver(&client_key, "client"),
-        &TLS13,
-    );
+    let (scfg, ccfg) = mtls_configs(&pki, server.clone(), pki.resolver(&client_key, "client"), &TLS13);
     let mut listener = TestServer::start(scfg).await;
 
-    let seen = ping(ccfg.clone(), listener.addr)
-        .await
-        .expect("first handshake");
+    let seen = ping(ccfg.clone(), listener.addr).await.expect("first handshake");
     listener.next_outcome().await.expect("served");
     assert_eq!(seen.peer_certs, old_chain);
 
     // Renewal with a new key, e.g. after a certificate update: no restart, no new ServerConfig.
     let new_key = CountingKey::new(soft_key(RSA2048, "server-new"));
     let new_chain = pki.issue(&new_key.shared(), "server-new");
-    server
-        .replace(new_chain.clone(), new_key.shared())
-        .expect("matching pair accepted");
+    server.replace(new_chain.clone(), new_key.shared()).expect("matching pair accepted");
 
-    let seen = ping(ccfg.clone(), listener.addr)
-        .await
-        .expect("handshake after renewal");
+    let seen = ping(ccfg.clone(), listener.addr).await.expect("handshake after renewal");
     listener.next_outcome().await.expect("served");
     assert_eq!(seen.peer_certs, new_chain);
     assert_eq!(new_key.count(), 1);
@@ -174,12 +136,7 @@ async fn mismatched_replace_is_refused_and_old_certificate_kept() {
     let chain = pki.issue(&key, "server");
     let server = Arc::new(SwappableCertifiedKey::new(chain.clone(), key.clone()).expect("pair"));
     let client_key = soft_key(RSA2048, "client");
-    let (scfg, ccfg) = mtls_configs(
-        &pki,
-        server.clone(),
-        pki.resolver(&client_key, "client"),
-        &TLS13,
-    );
+    let (scfg, ccfg) = mtls_configs(&pki, server.clone(), pki.resolver(&client_key, "client"), &TLS13);
     let mut listener = TestServer::start(scfg).await;
 
     // A certificate issued to another key, presented with ours: must not be installed.
@@ -190,9 +147,7 @@ async fn mismatched_replace_is_refused_and_old_certificate_kept() {
     assert_eq!(server.current().cert, chain);
 
     for _ in 0..2 {
-        let seen = ping(ccfg.clone(), listener.addr)
-            .await
-            .expect("handshake with the old pair");
+        let seen = ping(ccfg.clone(), listener.addr).await.expect("handshake with the old pair");
         listener.next_outcome().await.expect("served");
         assert_eq!(seen.peer_certs, chain);
     }
@@ -214,25 +169,15 @@ async fn failing_server_key_fails_the_handshake_and_the_server_keeps_accepting()
 
         server_key.set_failing(true);
         let before = server_key.count();
-        let err = ping(ccfg.clone(), listener.addr)
-            .await
-            .expect_err("the handshake must fail");
-        assert!(
-            !err.contains("timed out"),
-            "failed cleanly, not by hanging: {err}"
-        );
-        let served = listener
-            .next_outcome()
-            .await
-            .expect_err("the server saw the failure");
+        let err = ping(ccfg.clone(), listener.addr).await.expect_err("the handshake must fail");
+        assert!(!err.contains("timed out"), "failed cleanly, not by hanging: {err}");
+        let served = listener.next_outcome().await.expect_err("the server saw the failure");
         assert!(served.contains("could not sign"), "{served}");
         assert_eq!(server_key.count(), before + 1, "one attempt, no retry loop");
 
         // The vault recovers (dongle plugged back in): the same listener serves the next client.
         server_key.set_failing(false);
-        let ok = ping(ccfg.clone(), listener.addr)
-            .await
-            .expect("next client is served");
+        let ok = ping(ccfg.clone(), listener.addr).await.expect("next client is served");
         assert_eq!(ok.version, version.version);
         listener.next_outcome().await.expect("served");
     }
@@ -246,25 +191,16 @@ async fn failing_client_key_fails_only_that_client() {
     bad_key.set_failing(true);
     let good_key = soft_key(RSA2048, "good-client");
     let server = pki.resolver(&server_key, "server");
-    let (scfg, bad_cfg) = mtls_configs(
-        &pki,
-        server.clone(),
-        pki.resolver(&bad_key.shared(), "bad"),
-        &TLS13,
-    );
+    let (scfg, bad_cfg) = mtls_configs(&pki, server.clone(), pki.resolver(&bad_key.shared(), "bad"), &TLS13);
     let (_, good_cfg) = mtls_configs(&pki, server, pki.resolver(&good_key, "good"), &TLS13);
     let mut listener = TestServer::start(scfg).await;
 
-    let err = ping(bad_cfg, listener.addr)
-        .await
-        .expect_err("client cannot sign");
+    let err = ping(bad_cfg, listener.addr).await.expect_err("client cannot sign");
     assert!(err.contains("could not sign"), "{err}");
     assert!(listener.next_outcome().await.is_err());
     assert_eq!(bad_key.count(), 1);
 
-    let ok = ping(good_cfg, listener.addr)
-        .await
-        .expect("other client is served");
+    let ok = ping(good_cfg, listener.addr).await.expect("other client is served");
     assert_eq!(ok.version, ProtocolVersion::TLSv1_3);
     listener.next_outcome().await.expect("served");
 }
@@ -299,9 +235,8 @@ async fn rsa_falls_back_to_pkcs1_only_in_tls12_and_never_in_tls13() {
         let server = pki.resolver(&server_key.shared(), "server");
         let client = pki.resolver(&client_key, "client");
         let (scfg, _) = mtls_configs(&pki, server, client.clone(), version);
-        let mut ccfg =
-            certvault::tls::client_config(provider_without_pss(), pki.roots(), client, &[version])
-                .expect("client config");
+        let mut ccfg = certvault::tls::client_config(provider_without_pss(), pki.roots(), client, &[version])
+            .expect("client config");
         ccfg.resumption = rustls::client::Resumption::disabled();
         let mut listener = TestServer::start(scfg).await;
         let before = server_key.algs().len();

@@ -205,10 +205,7 @@ struct PolicyArgs {
 
 impl PolicyArgs {
     fn policy(&self) -> KeyPolicy {
-        KeyPolicy {
-            allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt,
-            allowed_uids: self.allowed_uids.clone(),
-        }
+        KeyPolicy { allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt, allowed_uids: self.allowed_uids.clone() }
     }
 }
 
@@ -247,15 +244,12 @@ impl SubjectArgs {
 }
 
 fn parse_sign_alg(s: &str) -> Result<SignAlg, String> {
-    SignAlg::ALL
-        .into_iter()
-        .find(|a| a.to_string() == s)
-        .ok_or_else(|| {
-            format!(
-                "unknown algorithm {s:?}; one of {}",
-                SignAlg::ALL.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-            )
-        })
+    SignAlg::ALL.into_iter().find(|a| a.to_string() == s).ok_or_else(|| {
+        format!(
+            "unknown algorithm {s:?}; one of {}",
+            SignAlg::ALL.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 fn read_secret(file: Option<&Path>, env: &str, what: &str) -> Result<Zeroizing<Vec<u8>>> {
@@ -283,11 +277,7 @@ fn connect(conn: &ConnArgs, login: bool) -> Result<DaemonClient> {
 }
 
 fn write_out(path: &Path, der: &[u8], label: &str) -> Result<()> {
-    let data = if path.extension().is_some_and(|e| e == "pem") {
-        pem(label, der).into_bytes()
-    } else {
-        der.to_vec()
-    };
+    let data = if path.extension().is_some_and(|e| e == "pem") { pem(label, der).into_bytes() } else { der.to_vec() };
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -332,19 +322,10 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match &cli.cmd {
-        Cmd::Init {
-            file,
-            serial,
-            admin_pin_file,
-            max_pin_attempts,
-            kdf_memory_kib,
-        } => {
+        Cmd::Init { file, serial, admin_pin_file, max_pin_attempts, kdf_memory_kib } => {
             let pin = read_secret(cli.conn.pin_file.as_deref(), "CERTVAULT_PIN", "user PIN")?;
             let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
-            let kdf = KdfParams {
-                m_kib: *kdf_memory_kib,
-                ..KdfParams::default()
-            };
+            let kdf = KdfParams { m_kib: *kdf_memory_kib, ..KdfParams::default() };
             Container::create(file, serial, &pin, &admin, kdf, *max_pin_attempts)?;
             writeln!(stdout, "created container {} (serial {serial})", file.display())?;
             writeln!(stdout, "serve it with: vaultd --container {}", file.display())?;
@@ -494,10 +475,7 @@ fn run(cli: Cli) -> Result<()> {
             client.change_pin(&old, &new)?;
             writeln!(stdout, "PIN changed")?;
         }
-        Cmd::Unlock {
-            admin_pin_file,
-            new_pin_file,
-        } => {
+        Cmd::Unlock { admin_pin_file, new_pin_file } => {
             let client = connect(&cli.conn, false)?;
             let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
             let new = read_secret(new_pin_file.as_deref(), "CERTVAULT_NEW_PIN", "new user PIN")?;

@@ -75,9 +75,9 @@ impl DaemonClient {
         };
         match client.call(Op::Hello)? {
             Response::Hello { protocol, .. } if protocol == PROTOCOL_VERSION => Ok(client),
-            Response::Hello { protocol, .. } => Err(VaultError::Protocol(format!(
-                "vaultd speaks protocol {protocol}, this client {PROTOCOL_VERSION}"
-            ))),
+            Response::Hello { protocol, .. } => {
+                Err(VaultError::Protocol(format!("vaultd speaks protocol {protocol}, this client {PROTOCOL_VERSION}")))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -87,10 +87,7 @@ impl DaemonClient {
         let mut conn = self.take()?;
         let r = roundtrip(
             &mut conn,
-            &Op::Login {
-                container: self.inner.container.clone(),
-                pin: SecretBytes::new(pin.to_vec()),
-            },
+            &Op::Login { container: self.inner.container.clone(), pin: SecretBytes::new(pin.to_vec()) },
         );
         match r {
             Ok(Response::Ok) => {
@@ -116,9 +113,7 @@ impl DaemonClient {
 
     /// Lock state and counters of the container.
     pub fn status(&self) -> Result<StatusInfo> {
-        match self.call(Op::Status {
-            container: self.inner.container.clone(),
-        })? {
+        match self.call(Op::Status { container: self.inner.container.clone() })? {
             Response::Status(s) => Ok(s),
             other => Err(unexpected(other)),
         }
@@ -126,11 +121,7 @@ impl DaemonClient {
 
     /// Audit records from sequence number `from` on.
     pub fn audit(&self, from: u64, max: u32) -> Result<Vec<AuditRecord>> {
-        match self.call(Op::ReadAudit {
-            container: self.inner.container.clone(),
-            from,
-            max,
-        })? {
+        match self.call(Op::ReadAudit { container: self.inner.container.clone(), from, max })? {
             Response::Audit(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -164,20 +155,10 @@ impl DaemonClient {
     }
 
     fn open_conn(&self) -> Result<Conn> {
-        let stream = UnixStream::connect(&self.inner.socket).map_err(|err| VaultError::DaemonUnavailable {
-            socket: self.inner.socket.clone(),
-            err,
-        })?;
-        let reader = BufReader::new(
-            stream
-                .try_clone()
-                .map_err(|e| VaultError::io("cloning the vaultd socket", e))?,
-        );
-        Ok(Conn {
-            reader,
-            writer: stream,
-            logged_in: false,
-        })
+        let stream = UnixStream::connect(&self.inner.socket)
+            .map_err(|err| VaultError::DaemonUnavailable { socket: self.inner.socket.clone(), err })?;
+        let reader = BufReader::new(stream.try_clone().map_err(|e| VaultError::io("cloning the vaultd socket", e))?);
+        Ok(Conn { reader, writer: stream, logged_in: false })
     }
 
     fn take(&self) -> Result<Conn> {
@@ -204,10 +185,8 @@ impl DaemonClient {
             if !conn.logged_in && !matches!(op, Op::Hello | Op::Login { .. } | Op::Status { .. }) {
                 let pin = self.inner.pin.lock().map_err(poison)?.clone();
                 if let Some(pin) = pin {
-                    let login = Op::Login {
-                        container: self.inner.container.clone(),
-                        pin: SecretBytes::new(pin.to_vec()),
-                    };
+                    let login =
+                        Op::Login { container: self.inner.container.clone(), pin: SecretBytes::new(pin.to_vec()) };
                     match roundtrip(&mut conn, &login) {
                         Ok(Response::Ok) => conn.logged_in = true,
                         Ok(other) => return Err(into_err(other)),
@@ -230,11 +209,7 @@ impl DaemonClient {
 
     fn key_op(&self, op: Op) -> Result<Response> {
         match self.call(op)? {
-            Response::Error {
-                code,
-                message,
-                attempts_left,
-            } => Err(Response::into_error(code, message, attempts_left)),
+            Response::Error { code, message, attempts_left } => Err(Response::into_error(code, message, attempts_left)),
             r => Ok(r),
         }
     }
@@ -250,11 +225,7 @@ fn poison<T>(_: T) -> VaultError {
 
 fn into_err(r: Response) -> VaultError {
     match r {
-        Response::Error {
-            code,
-            message,
-            attempts_left,
-        } => Response::into_error(code, message, attempts_left),
+        Response::Error { code, message, attempts_left } => Response::into_error(code, message, attempts_left),
         other => VaultError::Protocol(format!("unexpected answer from vaultd: {other:?}")),
     }
 }
@@ -265,10 +236,7 @@ fn unexpected(r: Response) -> VaultError {
 
 fn roundtrip(conn: &mut Conn, op: &Op) -> Result<Response> {
     // Same wire form as `protocol::Request`, but borrowing the op so a retry needs no clone.
-    let req = RequestRef {
-        v: PROTOCOL_VERSION,
-        op,
-    };
+    let req = RequestRef { v: PROTOCOL_VERSION, op };
     protocol::write_frame(&mut conn.writer, &req)?;
     conn.writer.flush().map_err(|e| VaultError::io("writing to vaultd socket", e))?;
     match protocol::read_frame_bytes(&mut conn.reader)? {
@@ -288,24 +256,17 @@ struct RequestRef<'a> {
 
 impl KeyStore for DaemonClient {
     fn list(&self) -> Result<Vec<KeyInfo>> {
-        match self.key_op(Op::List {
-            container: self.inner.container.clone(),
-        })? {
+        match self.key_op(Op::List { container: self.inner.container.clone() })? {
             Response::Keys(k) => Ok(k),
             other => Err(unexpected(other)),
         }
     }
 
     fn key(&self, selector: &KeySelector) -> Result<SharedKey> {
-        match self.key_op(Op::Info {
-            container: self.inner.container.clone(),
-            key: selector.clone(),
-        })? {
-            Response::Key(info) => Ok(Arc::new(DaemonKey {
-                client: self.clone(),
-                selector: KeySelector::Id(info.id.clone()),
-                info,
-            })),
+        match self.key_op(Op::Info { container: self.inner.container.clone(), key: selector.clone() })? {
+            Response::Key(info) => {
+                Ok(Arc::new(DaemonKey { client: self.clone(), selector: KeySelector::Id(info.id.clone()), info }))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -335,10 +296,7 @@ impl KeyStore for DaemonClient {
     }
 
     fn cert_chain(&self, selector: &KeySelector) -> Result<Vec<Vec<u8>>> {
-        match self.key_op(Op::ReadChain {
-            container: self.inner.container.clone(),
-            key: selector.clone(),
-        })? {
+        match self.key_op(Op::ReadChain { container: self.inner.container.clone(), key: selector.clone() })? {
             Response::Chain(c) => Ok(c.into_iter().map(ByteBuf::into_vec).collect()),
             other => Err(unexpected(other)),
         }
@@ -376,10 +334,7 @@ pub struct DaemonKey {
 
 impl fmt::Debug for DaemonKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DaemonKey")
-            .field("socket", &self.client.inner.socket)
-            .field("label", &self.info.label)
-            .finish()
+        f.debug_struct("DaemonKey").field("socket", &self.client.inner.socket).field("label", &self.info.label).finish()
     }
 }
 

@@ -18,9 +18,7 @@ use crate::audit::{AuditLog, Event};
 use crate::container::{self, Container, PinCounter, PinRole, SecretBytes, StoredKey};
 use crate::error::{Result, VaultError};
 use crate::key::{KeyInfo, KeyPolicy, KeySelector, VaultKey};
-use crate::protocol::{
-    self, ContainerSummary, ErrorCode, Op, Request, Response, StatusInfo, PROTOCOL_VERSION,
-};
+use crate::protocol::{self, ContainerSummary, ErrorCode, Op, Request, Response, StatusInfo, PROTOCOL_VERSION};
 use crate::soft::{self, SoftKey};
 
 /// How the daemon is set up.
@@ -39,12 +37,7 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// A configuration with defaults for one socket and the given containers.
     pub fn new(socket: impl Into<PathBuf>, containers: Vec<PathBuf>) -> Self {
-        DaemonConfig {
-            socket: socket.into(),
-            socket_mode: 0o660,
-            containers,
-            max_connections: 256,
-        }
+        DaemonConfig { socket: socket.into(), socket_mode: 0o660, containers, max_connections: 256 }
     }
 }
 
@@ -200,10 +193,7 @@ fn serve_connection(shared: &Shared, stream: UnixStream) {
     let uid = rustix::net::sockopt::socket_peercred(&stream).ok().map(|c| c.uid.as_raw());
     let pid = rustix::net::sockopt::socket_peercred(&stream).ok().map(|c| c.pid.as_raw_nonzero().get());
     debug!(?uid, ?pid, "connection");
-    let mut conn = Conn {
-        uid,
-        logged_in: HashSet::new(),
-    };
+    let mut conn = Conn { uid, logged_in: HashSet::new() };
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut writer = BufWriter::new(stream);
@@ -222,7 +212,10 @@ fn serve_connection(shared: &Shared, stream: UnixStream) {
         let response = match protocol::decode::<Request>(&bytes) {
             Ok(req) if req.v != PROTOCOL_VERSION => Response::Error {
                 code: ErrorCode::Version,
-                message: format!("protocol version {} is not spoken here; this vaultd speaks {PROTOCOL_VERSION}", req.v),
+                message: format!(
+                    "protocol version {} is not spoken here; this vaultd speaks {PROTOCOL_VERSION}",
+                    req.v
+                ),
                 attempts_left: None,
             },
             Ok(req) => match handle(shared, &mut conn, req.op) {
@@ -266,15 +259,7 @@ impl Slot {
     }
 
     fn audit(&self, conn: &Conn, op: &str, key: Option<&str>, detail: Option<String>, ok: bool) -> Result<()> {
-        self.audit
-            .append(Event {
-                uid: conn.uid,
-                op,
-                key,
-                detail,
-                ok,
-            })
-            .map(|_| ())
+        self.audit.append(Event { uid: conn.uid, op, key, detail, ok }).map(|_| ())
     }
 
     /// Checks the user PIN, keeping the persistent failure counter.
@@ -294,11 +279,8 @@ impl Slot {
                     match Container::open(&self.path, pin, PinRole::User)? {
                         Some(c) => {
                             let keys = keys_of(&c)?;
-                            *self.open.write().map_err(lock_err)? = Some(Open {
-                                container: c,
-                                keys,
-                                pin_mac: mac(&self.mac_key, pin),
-                            });
+                            *self.open.write().map_err(lock_err)? =
+                                Some(Open { container: c, keys, pin_mac: mac(&self.mac_key, pin) });
                             true
                         }
                         None => false,
@@ -337,11 +319,7 @@ impl Slot {
             .ok_or_else(|| VaultError::KeyNotFound(format!("{sel} in container {}", self.serial)))?;
         let allowed = &key.info().policy.allowed_uids;
         if !allowed.is_empty() && !conn.uid.is_some_and(|u| allowed.contains(&u)) {
-            return Err(VaultError::AccessDenied(format!(
-                "uid {:?} may not use key {:?}",
-                conn.uid,
-                key.info().label
-            )));
+            return Err(VaultError::AccessDenied(format!("uid {:?} may not use key {:?}", conn.uid, key.info().label)));
         }
         Ok(key.clone())
     }
@@ -362,7 +340,14 @@ impl Slot {
         Ok(out)
     }
 
-    fn add_key(&self, conn: &Conn, label: &str, pkcs8: Zeroizing<Vec<u8>>, made_inside: bool, policy: KeyPolicy) -> Result<KeyInfo> {
+    fn add_key(
+        &self,
+        conn: &Conn,
+        label: &str,
+        pkcs8: Zeroizing<Vec<u8>>,
+        made_inside: bool,
+        policy: KeyPolicy,
+    ) -> Result<KeyInfo> {
         self.require_login(conn)?;
         if label.is_empty() || label.len() > 128 {
             return Err(VaultError::InvalidInput("a label is 1 to 128 characters".into()));
@@ -404,10 +389,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             containers: shared
                 .slots
                 .iter()
-                .map(|s| ContainerSummary {
-                    serial: s.serial.clone(),
-                    backend: "container".into(),
-                })
+                .map(|s| ContainerSummary { serial: s.serial.clone(), backend: "container".into() })
                 .collect(),
         }),
         Op::Login { container, pin } => {
@@ -443,45 +425,25 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             let s = slot(shared, &container)?;
             Ok(Response::Key(s.find(conn, &key)?.info().clone()))
         }
-        Op::Generate {
-            container,
-            label,
-            algorithm,
-            policy,
-        } => {
+        Op::Generate { container, label, algorithm, policy } => {
             let s = slot(shared, &container)?;
             s.require_login(conn)?;
             // Generate before taking any lock: an RSA-4096 key takes seconds and signing must go on meanwhile.
             let pkcs8 = soft::generate_pkcs8(algorithm)?;
             Ok(Response::Key(s.add_key(conn, &label, pkcs8, true, policy)?))
         }
-        Op::ImportPkcs8 {
-            container,
-            label,
-            pkcs8,
-            policy,
-        } => {
+        Op::ImportPkcs8 { container, label, pkcs8, policy } => {
             let s = slot(shared, &container)?;
             Ok(Response::Key(s.add_key(conn, &label, pkcs8.to_zeroizing(), false, policy)?))
         }
-        Op::Sign {
-            container,
-            key,
-            alg,
-            msg,
-        } => {
+        Op::Sign { container, key, alg, msg } => {
             let s = slot(shared, &container)?;
             let k = s.find(conn, &key)?;
             let result = k.sign(alg, &msg);
             s.audit(conn, "sign", Some(&k.info().label), Some(alg.to_string()), result.is_ok())?;
             Ok(Response::Signature(ByteBuf::from(result?)))
         }
-        Op::Decrypt {
-            container,
-            key,
-            alg,
-            ciphertext,
-        } => {
+        Op::Decrypt { container, key, alg, ciphertext } => {
             let s = slot(shared, &container)?;
             let k = s.find(conn, &key)?;
             let result = k.decrypt(alg, &ciphertext);
@@ -543,11 +505,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             s.audit(conn, "change-pin", None, None, result.is_ok())?;
             result.map(|()| Response::Ok)
         }
-        Op::Unlock {
-            container,
-            admin_pin,
-            new_pin,
-        } => {
+        Op::Unlock { container, admin_pin, new_pin } => {
             let s = slot(shared, &container)?;
             let _g = s.pin_lock.lock().map_err(lock_err)?;
             let Some(mut c) = Container::open(&s.path, admin_pin.expose(), PinRole::Admin)? else {
@@ -558,11 +516,8 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             c.save()?;
             PinCounter::default().store(&s.path)?;
             let keys = keys_of(&c)?;
-            *s.open.write().map_err(lock_err)? = Some(Open {
-                container: c,
-                keys,
-                pin_mac: mac(&s.mac_key, new_pin.expose()),
-            });
+            *s.open.write().map_err(lock_err)? =
+                Some(Open { container: c, keys, pin_mac: mac(&s.mac_key, new_pin.expose()) });
             s.audit(conn, "unlock", None, Some("user PIN reset with the admin PIN".into()), true)?;
             Ok(Response::Ok)
         }

@@ -4,6 +4,8 @@
 //! PKCS#11 token. Every key is generated at run time; no key material is committed.
 #![allow(dead_code)]
 
+pub mod vaultd;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,16 +14,11 @@ use std::time::Duration;
 use certvault::csr::{self, CsrRequest};
 use certvault::soft::{generate_pkcs8, SoftKey};
 use certvault::tls::{self, SwappableCertifiedKey};
-use certvault::{
-    DecryptAlg, KeyAlgorithm, KeyInfo, KeyPolicy, SharedKey, SignAlg, VaultError, VaultKey,
-};
+use certvault::{DecryptAlg, KeyAlgorithm, KeyInfo, KeyPolicy, SharedKey, SignAlg, VaultError, VaultKey};
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::NoServerSessionStorage;
-use rustls::{
-    ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig,
-    SupportedProtocolVersion,
-};
+use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -41,14 +38,8 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn soft_key(alg: KeyAlgorithm, label: &str) -> SharedKey {
     let pkcs8: Zeroizing<Vec<u8>> = generate_pkcs8(alg).expect("generate key");
     Arc::new(
-        SoftKey::from_pkcs8(
-            pkcs8,
-            label.as_bytes().to_vec(),
-            label.to_string(),
-            true,
-            KeyPolicy::default(),
-        )
-        .expect("load key"),
+        SoftKey::from_pkcs8(pkcs8, label.as_bytes().to_vec(), label.to_string(), true, KeyPolicy::default())
+            .expect("load key"),
     )
 }
 
@@ -68,24 +59,15 @@ impl TestPki {
 
     /// A CA whose key is `ca_key`.
     pub fn with_ca_key(ca_key: SharedKey) -> Self {
-        let der = csr::self_signed_ca(
-            ca_key.as_ref(),
-            "certvault test CA",
-            Duration::from_secs(86_400),
-        )
-        .expect("self-signed CA");
-        TestPki {
-            ca_key,
-            ca_cert: CertificateDer::from(der),
-        }
+        let der = csr::self_signed_ca(ca_key.as_ref(), "certvault test CA", Duration::from_secs(86_400))
+            .expect("self-signed CA");
+        TestPki { ca_key, ca_cert: CertificateDer::from(der) }
     }
 
     /// A trust store holding only this CA.
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(self.ca_cert.clone())
-            .expect("CA certificate as trust anchor");
+        roots.add(self.ca_cert.clone()).expect("CA certificate as trust anchor");
         roots
     }
 
@@ -98,23 +80,15 @@ impl TestPki {
             dns_names: vec![SERVER_NAME.into()],
             ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         };
-        let leaf = csr::issue(
-            self.ca_key.as_ref(),
-            &self.ca_cert,
-            &key.info().spki_der,
-            &request,
-            Duration::from_secs(3_600),
-        )
-        .expect("issue leaf certificate");
+        let leaf =
+            csr::issue(self.ca_key.as_ref(), &self.ca_cert, &key.info().spki_der, &request, Duration::from_secs(3_600))
+                .expect("issue leaf certificate");
         vec![CertificateDer::from(leaf), self.ca_cert.clone()]
     }
 
     /// A resolver holding a freshly issued leaf for `key`.
     pub fn resolver(&self, key: &SharedKey, common_name: &str) -> Arc<SwappableCertifiedKey> {
-        Arc::new(
-            SwappableCertifiedKey::new(self.issue(key, common_name), key.clone())
-                .expect("matching pair"),
-        )
+        Arc::new(SwappableCertifiedKey::new(self.issue(key, common_name), key.clone()).expect("matching pair"))
     }
 }
 
@@ -185,11 +159,7 @@ impl VaultKey for CountingKey {
         self.inner.sign_der(alg, msg)
     }
 
-    fn decrypt(
-        &self,
-        alg: DecryptAlg,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    fn decrypt(&self, alg: DecryptAlg, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         self.inner.decrypt(alg, ciphertext)
     }
 }
@@ -208,10 +178,7 @@ pub struct ConnInfo {
 fn conn_info(conn: &rustls::CommonState) -> ConnInfo {
     ConnInfo {
         version: conn.protocol_version().expect("version after handshake"),
-        peer_certs: conn
-            .peer_certificates()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default(),
+        peer_certs: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
         kind: conn.handshake_kind().expect("kind after handshake"),
     }
 }
@@ -231,10 +198,8 @@ pub fn mtls_configs(
     version: &'static SupportedProtocolVersion,
 ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let provider = tls::default_provider();
-    let mut scfg = tls::server_config(provider.clone(), server, pki.roots(), &[version])
-        .expect("server config");
-    let mut ccfg =
-        tls::client_config(provider, pki.roots(), client, &[version]).expect("client config");
+    let mut scfg = tls::server_config(provider.clone(), server, pki.roots(), &[version]).expect("server config");
+    let mut ccfg = tls::client_config(provider, pki.roots(), client, &[version]).expect("client config");
     disable_resumption(&mut scfg, &mut ccfg);
     (Arc::new(scfg), Arc::new(ccfg))
 }
@@ -250,9 +215,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts accepting with `config`.
     pub async fn start(config: Arc<ServerConfig>) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, outcomes) = mpsc::unbounded_channel();
         let acceptor = TlsAcceptor::from(config);
@@ -270,11 +233,7 @@ impl TestServer {
                 });
             }
         });
-        TestServer {
-            addr,
-            outcomes,
-            task,
-        }
+        TestServer { addr, outcomes, task }
     }
 
     /// The outcome of the next connection the server finished.
@@ -294,24 +253,15 @@ impl Drop for TestServer {
 
 async fn serve_one(acceptor: TlsAcceptor, tcp: TcpStream) -> Result<ConnInfo, String> {
     tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    let mut tls = acceptor
-        .accept(tcp)
-        .await
-        .map_err(|e| format!("server handshake: {e}"))?;
+    let mut tls = acceptor.accept(tcp).await.map_err(|e| format!("server handshake: {e}"))?;
     let info = conn_info(tls.get_ref().1);
     let mut buf = [0u8; 4];
-    tls.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("server read: {e}"))?;
+    tls.read_exact(&mut buf).await.map_err(|e| format!("server read: {e}"))?;
     if &buf != b"ping" {
         return Err(format!("server got {buf:?}"));
     }
-    tls.write_all(b"pong")
-        .await
-        .map_err(|e| format!("server write: {e}"))?;
-    tls.shutdown()
-        .await
-        .map_err(|e| format!("server shutdown: {e}"))?;
+    tls.write_all(b"pong").await.map_err(|e| format!("server write: {e}"))?;
+    tls.shutdown().await.map_err(|e| format!("server shutdown: {e}"))?;
     Ok(info)
 }
 
@@ -323,25 +273,16 @@ pub async fn ping(config: Arc<ClientConfig>, addr: SocketAddr) -> Result<ConnInf
 }
 
 async fn ping_inner(config: Arc<ClientConfig>, addr: SocketAddr) -> Result<ConnInfo, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     let name = ServerName::try_from(SERVER_NAME).map_err(|e| format!("server name: {e}"))?;
-    let mut tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("client handshake: {e}"))?;
+    let mut tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("client handshake: {e}"))?;
     let info = conn_info(tls.get_ref().1);
-    tls.write_all(b"ping")
-        .await
-        .map_err(|e| format!("client write: {e}"))?;
+    tls.write_all(b"ping").await.map_err(|e| format!("client write: {e}"))?;
     let mut buf = [0u8; 4];
     // In TLS 1.3 the server checks the client certificate after the client considers the handshake done, so a
     // rejection only shows up here.
-    tls.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("client read: {e}"))?;
+    tls.read_exact(&mut buf).await.map_err(|e| format!("client read: {e}"))?;
     if &buf != b"pong" {
         return Err(format!("client got {buf:?}"));
     }
@@ -376,48 +317,24 @@ pub async fn run_mtls(pki: &TestPki, case: MtlsCase) -> MtlsReport {
     let client_key = CountingKey::new(case.client_key);
     let server_chain = pki.issue(&server_key.shared(), "server");
     let client_chain = pki.issue(&client_key.shared(), "client");
-    let server_resolver = Arc::new(
-        SwappableCertifiedKey::new(server_chain.clone(), server_key.shared()).expect("pair"),
-    );
-    let client_resolver = Arc::new(
-        SwappableCertifiedKey::new(client_chain.clone(), client_key.shared()).expect("pair"),
-    );
+    let server_resolver =
+        Arc::new(SwappableCertifiedKey::new(server_chain.clone(), server_key.shared()).expect("pair"));
+    let client_resolver =
+        Arc::new(SwappableCertifiedKey::new(client_chain.clone(), client_key.shared()).expect("pair"));
     let (scfg, ccfg) = mtls_configs(pki, server_resolver, client_resolver, case.version);
     let mut server = TestServer::start(scfg).await;
 
     for n in 1..=case.handshakes {
-        let client = ping(ccfg.clone(), server.addr)
-            .await
-            .expect("client side of the handshake");
-        let served = server
-            .next_outcome()
-            .await
-            .expect("server side of the handshake");
+        let client = ping(ccfg.clone(), server.addr).await.expect("client side of the handshake");
+        let served = server.next_outcome().await.expect("server side of the handshake");
         assert_eq!(client.version, case.version.version);
         assert_eq!(served.version, case.version.version);
         assert_eq!(client.kind, HandshakeKind::Full);
         assert_eq!(served.kind, HandshakeKind::Full);
-        assert_eq!(
-            client.peer_certs, server_chain,
-            "client sees the server's chain"
-        );
-        assert_eq!(
-            served.peer_certs, client_chain,
-            "server sees the client's chain"
-        );
-        assert_eq!(
-            server_key.count(),
-            n,
-            "one server signature per full handshake"
-        );
-        assert_eq!(
-            client_key.count(),
-            n,
-            "one client signature per full handshake"
-        );
+        assert_eq!(client.peer_certs, server_chain, "client sees the server's chain");
+        assert_eq!(served.peer_certs, client_chain, "server sees the client's chain");
+        assert_eq!(server_key.count(), n, "one server signature per full handshake");
+        assert_eq!(client_key.count(), n, "one client signature per full handshake");
     }
-    MtlsReport {
-        server_algs: server_key.algs(),
-        client_algs: client_key.algs(),
-    }
+    MtlsReport { server_algs: server_key.algs(), client_algs: client_key.algs() }
 }

@@ -1,0 +1,121 @@
+//! A real `vaultd` process per test: its own temporary directory, container and socket, killed on drop.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certvault::container::{Container, KdfParams};
+use certvault::DaemonClient;
+
+/// The user PIN of test containers.
+pub const PIN: &[u8] = b"123456";
+/// The admin PIN of test containers.
+pub const ADMIN_PIN: &[u8] = b"admin-pin-42";
+/// Cheap Argon2id so tests stay fast; real containers use the default cost.
+pub const TEST_KDF: KdfParams = KdfParams { m_kib: 256, t: 1, p: 1 };
+
+/// A running vaultd serving one fresh container.
+pub struct Vaultd {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The container file.
+    pub container: PathBuf,
+    /// The socket.
+    pub socket: PathBuf,
+    /// The container's serial.
+    pub serial: String,
+    child: Option<Child>,
+}
+
+impl Vaultd {
+    /// Makes a container (max 3 PIN attempts) and starts a daemon on it.
+    pub fn start(serial: &str) -> Vaultd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let container = dir.path().join("dongle.cvault");
+        Container::create(&container, serial, PIN, ADMIN_PIN, TEST_KDF, 3).expect("create container");
+        let socket = dir.path().join("vaultd.sock");
+        let mut v = Vaultd { dir, container, socket, serial: serial.to_string(), child: None };
+        v.restart().expect("start vaultd");
+        v
+    }
+
+    /// (Re)starts the daemon on the same container and socket. Returns the daemon's stderr if it exits instead.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let child = spawn(&self.container, &self.socket)?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs the daemon (no clean-up on its side, like a power cut).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A client, logged in.
+    pub fn client(&self) -> DaemonClient {
+        let c = DaemonClient::connect(&self.socket, None).expect("connect");
+        c.login(PIN).expect("login");
+        c
+    }
+}
+
+impl Drop for Vaultd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `vaultd` on `container` and waits until the socket answers. On failure, returns what vaultd printed.
+pub fn spawn(container: &Path, socket: &Path) -> Result<Child, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+        .arg("--container")
+        .arg(container)
+        .arg("--socket")
+        .arg(socket)
+        .env("CERTVAULT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawning vaultd: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            return Err(format!("vaultd exited with {status}: {err}"));
+        }
+        if UnixStream::connect(socket).is_ok() {
+            // Drain vaultd's log so a chatty daemon can never block on a full pipe.
+            if let Some(mut err) = child.stderr.take() {
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    let _ = err.read_to_string(&mut s);
+                    if !s.is_empty() {
+                        eprintln!("vaultd said:\n{s}");
+                    }
+                });
+            }
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("vaultd did not start listening within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

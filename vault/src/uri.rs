@@ -80,7 +80,8 @@ impl PinSource {
         match self {
             PinSource::File(path) => {
                 let mut pin = Zeroizing::new(
-                    std::fs::read(path).map_err(|e| VaultError::io(format!("reading PIN file {}", path.display()), e))?,
+                    std::fs::read(path)
+                        .map_err(|e| VaultError::io(format!("reading PIN file {}", path.display()), e))?,
                 );
                 if pin.last() == Some(&b'\n') {
                     pin.pop();
@@ -188,7 +189,8 @@ impl Pkcs11Uri {
             (Some(id), _) => Ok(KeySelector::Id(id.clone())),
             (None, Some(label)) => Ok(KeySelector::Label(label.clone())),
             (None, None) => Err(self.bad(
-                "the URI selects no key: add object=<label> or id=<hex bytes> (never the first key on the token)".into(),
+                "the URI selects no key: add object=<label> or id=<hex bytes> (never the first key on the token)"
+                    .into(),
             )),
         }
     }
@@ -197,18 +199,13 @@ impl Pkcs11Uri {
     /// and failing loudly beats opening a different token than the operator meant.
     pub fn check_usable(&self) -> Result<()> {
         if let Some((name, _)) = self.other_path.first() {
-            return Err(self.bad(format!(
-                "unknown path attribute {name:?}: RFC 7512 says such a URI matches no token"
-            )));
+            return Err(self.bad(format!("unknown path attribute {name:?}: RFC 7512 says such a URI matches no token")));
         }
         Ok(())
     }
 
     fn bad(&self, why: String) -> VaultError {
-        VaultError::BadUri {
-            uri: self.to_string_redacted(),
-            why,
-        }
+        VaultError::BadUri { uri: self.to_string_redacted(), why }
     }
 
     /// The URI with any `pin-value` replaced by `***`, for messages and logs.
@@ -275,10 +272,7 @@ fn pin_source(current: &mut Option<PinSource>, value: &str) -> std::result::Resu
 impl FromStr for Pkcs11Uri {
     type Err = VaultError;
     fn from_str(s: &str) -> Result<Self> {
-        Pkcs11Uri::parse_with(s).map_err(|why| VaultError::BadUri {
-            uri: redact(s),
-            why,
-        })
+        Pkcs11Uri::parse_with(s).map_err(|why| VaultError::BadUri { uri: redact(s), why })
     }
 }
 
@@ -388,9 +382,7 @@ impl VaultdUri {
                         out.pin = Some(PinSource::Value(Zeroizing::new(decode_str(raw)?)));
                     }
                     other => {
-                        return Err(format!(
-                            "unknown query attribute {other:?} (known: socket, pin-source, pin-value)"
-                        ))
+                        return Err(format!("unknown query attribute {other:?} (known: socket, pin-source, pin-value)"))
                     }
                 }
             }
@@ -402,10 +394,7 @@ impl VaultdUri {
 impl FromStr for VaultdUri {
     type Err = VaultError;
     fn from_str(s: &str) -> Result<Self> {
-        VaultdUri::parse_with(s).map_err(|why| VaultError::BadUri {
-            uri: redact(s),
-            why,
-        })
+        VaultdUri::parse_with(s).map_err(|why| VaultError::BadUri { uri: redact(s), why })
     }
 }
 
@@ -468,10 +457,7 @@ impl FromStr for KeyUri {
         } else if strip_scheme(s, "vaultd").is_some() {
             Ok(KeyUri::Vaultd(s.parse()?))
         } else {
-            Err(VaultError::BadUri {
-                uri: redact(s),
-                why: "a key URI starts with pkcs11: or vaultd:".into(),
-            })
+            Err(VaultError::BadUri { uri: redact(s), why: "a key URI starts with pkcs11: or vaultd:".into() })
         }
     }
 }
@@ -502,7 +488,12 @@ fn encode(bytes: &[u8], extra: &[u8]) -> String {
     out
 }
 
-fn write_uri(f: &mut fmt::Formatter<'_>, scheme: &str, path: &[(&str, String)], query: &[(&str, String)]) -> fmt::Result {
+fn write_uri(
+    f: &mut fmt::Formatter<'_>,
+    scheme: &str,
+    path: &[(&str, String)],
+    query: &[(&str, String)],
+) -> fmt::Result {
     write!(f, "{scheme}:")?;
     for (i, (k, v)) in path.iter().enumerate() {
         if i > 0 {
@@ -536,9 +527,7 @@ fn attributes(part: &str, sep: char) -> std::result::Result<Vec<(&str, &str)>, S
             // Tolerate `pkcs11:` and a trailing separator, which tools emit.
             continue;
         }
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("attribute {:?} has no '='", redact(item)))?;
+        let (name, value) = item.split_once('=').ok_or_else(|| format!("attribute {:?} has no '='", redact(item)))?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(format!("bad attribute name {name:?}"));
         }
@@ -589,13 +578,7 @@ fn redact(uri: &str) -> String {
     };
     let parts: Vec<String> = query
         .split('&')
-        .map(|p| {
-            if p.starts_with("pin-value=") {
-                "pin-value=***".to_string()
-            } else {
-                p.to_string()
-            }
-        })
+        .map(|p| if p.starts_with("pin-value=") { "pin-value=***".to_string() } else { p.to_string() })
         .collect();
     format!("{head}?{}", parts.join("&"))
 }
@@ -619,7 +602,8 @@ mod tests {
         assert_eq!(u.id.as_deref(), Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..]));
         assert_eq!(p(&u.to_string()), u);
 
-        let u = p("pkcs11:object=my-sign-key;type=private?module-path=/mnt/libmypkcs11.so.1&pin-source=file:/etc/token");
+        let u =
+            p("pkcs11:object=my-sign-key;type=private?module-path=/mnt/libmypkcs11.so.1&pin-source=file:/etc/token");
         assert_eq!(u.module_path, Some(PathBuf::from("/mnt/libmypkcs11.so.1")));
         assert_eq!(u.pin, Some(PinSource::File("/etc/token".into())));
         assert_eq!(u.key_selector().unwrap(), KeySelector::Label("my-sign-key".into()));

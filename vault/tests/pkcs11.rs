@@ -23,7 +23,18 @@ const PIN: &[u8] = b"123456";
 
 /// One token per test: tests may run in parallel, and login state is per token.
 const TOKENS: &[&str] = &[
-    "rsa-sign", "ec-sign", "decrypt", "tamper", "misc", "wrongpin", "certs", "import", "uri", "concurrent", "attrs",
+    "rsa-sign",
+    "ec-sign",
+    "decrypt",
+    "tamper",
+    "misc",
+    "wrongpin",
+    "certs",
+    "import",
+    "uri",
+    "concurrent",
+    "attrs",
+    "fallback",
 ];
 
 fn setup() -> Option<&'static Path> {
@@ -39,11 +50,7 @@ fn setup() -> Option<&'static Path> {
         }
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         remove_stale(base);
-        let dir = tempfile::Builder::new()
-            .prefix("softhsm-")
-            .tempdir_in(base)
-            .expect("temp dir")
-            .keep();
+        let dir = tempfile::Builder::new().prefix("softhsm-").tempdir_in(base).expect("temp dir").keep();
         let tokens = dir.join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");
@@ -73,7 +80,9 @@ fn setup() -> Option<&'static Path> {
 
 /// Token directories of earlier runs (the static above is never dropped) go when they are an hour old.
 fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
     for e in entries.flatten() {
         let old = e
             .metadata()
@@ -98,10 +107,7 @@ fn label(l: &str) -> KeySelector {
 }
 
 fn verify(key: &dyn VaultKey, alg: SignAlg, msg: &[u8], sig: &[u8]) {
-    PublicKey::from_spki(&key.info().spki_der)
-        .unwrap()
-        .verify(alg, msg, sig)
-        .unwrap_or_else(|e| panic!("{alg}: {e}"));
+    PublicKey::from_spki(&key.info().spki_der).unwrap().verify(alg, msg, sig).unwrap_or_else(|e| panic!("{alg}: {e}"));
 }
 
 #[test]
@@ -178,10 +184,7 @@ fn rsa_decrypts_oaep_and_pkcs1_by_policy() {
     let err = key.decrypt(DecryptAlg::RsaPkcs1v15, &ct).unwrap_err();
     assert!(matches!(err, VaultError::Unsupported { .. }), "{err}");
     // ...and works once the key's policy allows it.
-    let allow = KeyPolicy {
-        allow_pkcs1v15_decrypt: true,
-        ..Default::default()
-    };
+    let allow = KeyPolicy { allow_pkcs1v15_decrypt: true, ..Default::default() };
     t.set_policy(&label("dec"), &allow).unwrap();
     let key2 = t.open_key(&label("dec")).unwrap();
     assert_eq!(key2.info().policy, allow);
@@ -198,15 +201,8 @@ fn rsa_decrypts_oaep_and_pkcs1_by_policy() {
 #[test]
 fn tampered_ciphertext_fails_and_the_key_keeps_working() {
     let Some(t) = token("tamper") else { return };
-    t.generate(
-        "k",
-        KeyAlgorithm::Rsa { bits: 2048 },
-        KeyPolicy {
-            allow_pkcs1v15_decrypt: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    t.generate("k", KeyAlgorithm::Rsa { bits: 2048 }, KeyPolicy { allow_pkcs1v15_decrypt: true, ..Default::default() })
+        .unwrap();
     let key = t.open_key(&label("k")).unwrap();
     let public = PublicKey::from_spki(&key.info().spki_der).unwrap();
     for alg in [DecryptAlg::RsaOaepSha1, DecryptAlg::RsaOaepSha256, DecryptAlg::RsaPkcs1v15] {
@@ -242,9 +238,8 @@ fn selection_errors_and_duplicates() {
     assert_eq!(t.key(&KeySelector::Id(info.id.clone())).unwrap().info(), &info);
     let err = t.generate("one", KeyAlgorithm::EcP256, KeyPolicy::default()).unwrap_err();
     assert!(matches!(err, VaultError::DuplicateLabel(ref l) if l == "one"), "{err}");
-    let err = t
-        .import_pkcs8("one", soft::generate_pkcs8(KeyAlgorithm::EcP256).unwrap(), KeyPolicy::default())
-        .unwrap_err();
+    let err =
+        t.import_pkcs8("one", soft::generate_pkcs8(KeyAlgorithm::EcP256).unwrap(), KeyPolicy::default()).unwrap_err();
     assert!(matches!(err, VaultError::DuplicateLabel(_)), "{err}");
     t.generate("two", KeyAlgorithm::Rsa { bits: 2048 }, KeyPolicy::default()).unwrap();
     let mut labels: Vec<String> = t.list().unwrap().into_iter().map(|k| k.label).collect();
@@ -289,9 +284,7 @@ fn attributes_show_non_extractable_and_sensitive() {
         .find(|s| ctx.get_token_info(*s).unwrap().label() == "attrs")
         .unwrap();
     let s = ctx.open_ro_session(slot).unwrap();
-    let keys = s
-        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(info.id.clone())])
-        .unwrap();
+    let keys = s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(info.id.clone())]).unwrap();
     assert_eq!(keys.len(), 1);
     let attrs = s
         .get_attributes(
@@ -299,17 +292,12 @@ fn attributes_show_non_extractable_and_sensitive() {
             &[AttributeType::Extractable, AttributeType::Sensitive, AttributeType::Private, AttributeType::Token],
         )
         .unwrap();
-    for a in [
-        Attribute::Extractable(false),
-        Attribute::Sensitive(true),
-        Attribute::Private(true),
-        Attribute::Token(true),
-    ] {
+    for a in
+        [Attribute::Extractable(false), Attribute::Sensitive(true), Attribute::Private(true), Attribute::Token(true)]
+    {
         assert!(attrs.contains(&a), "{a:?} missing from {attrs:?}");
     }
-    let secret = s
-        .get_attribute_info(keys[0], &[AttributeType::PrivateExponent, AttributeType::Prime1])
-        .unwrap();
+    let secret = s.get_attribute_info(keys[0], &[AttributeType::PrivateExponent, AttributeType::Prime1]).unwrap();
     assert!(secret.iter().all(|i| matches!(i, AttributeInfo::Sensitive)), "{secret:?}");
 }
 
@@ -357,7 +345,8 @@ fn import_pkcs8_keys() {
         ("p384", KeyAlgorithm::EcP384, SignAlg::EcdsaP384Sha384),
     ] {
         let pkcs8 = soft::generate_pkcs8(alg).unwrap();
-        let soft_key = soft::SoftKey::from_pkcs8(pkcs8.clone(), vec![], name.into(), true, KeyPolicy::default()).unwrap();
+        let soft_key =
+            soft::SoftKey::from_pkcs8(pkcs8.clone(), vec![], name.into(), true, KeyPolicy::default()).unwrap();
         let info = t.import_pkcs8(name, pkcs8, KeyPolicy::default()).unwrap();
         assert_eq!(info.spki_der, soft_key.info().spki_der, "{name}");
         assert_eq!(info.algorithm, alg);
@@ -381,9 +370,8 @@ fn import_pkcs8_keys() {
 fn uri_opens_a_key() {
     let Some(t) = token("uri") else { return };
     let info = t.generate("opcua-server", KeyAlgorithm::EcP256, KeyPolicy::default()).unwrap();
-    let uri: Pkcs11Uri = format!("pkcs11:token=uri;object=opcua-server?module-path={MODULE}&pin-value=123456")
-        .parse()
-        .unwrap();
+    let uri: Pkcs11Uri =
+        format!("pkcs11:token=uri;object=opcua-server?module-path={MODULE}&pin-value=123456").parse().unwrap();
     let key = Pkcs11Key::open_uri(&uri).unwrap();
     assert_eq!(key.info(), &info);
     assert_eq!(key.token_label(), "uri");
@@ -409,9 +397,8 @@ fn uri_opens_a_key() {
     // No key named: refused, never "the first key".
     let none: Pkcs11Uri = format!("pkcs11:token=uri?module-path={MODULE}&pin-value=123456").parse().unwrap();
     assert!(matches!(Pkcs11Key::open_uri(&none), Err(VaultError::BadUri { .. })));
-    let missing: Pkcs11Uri = format!("pkcs11:token=uri;object=missing?module-path={MODULE}&pin-value=123456")
-        .parse()
-        .unwrap();
+    let missing: Pkcs11Uri =
+        format!("pkcs11:token=uri;object=missing?module-path={MODULE}&pin-value=123456").parse().unwrap();
     assert!(matches!(Pkcs11Key::open_uri(&missing), Err(VaultError::KeyNotFound(_))));
 }
 
@@ -429,11 +416,8 @@ fn concurrent_signing_from_8_threads() {
             std::thread::spawn(move || {
                 for j in 0..20 {
                     let msg = format!("thread {i} message {j}");
-                    let (key, alg) = if j % 2 == 0 {
-                        (&rsa, SignAlg::RsaPssSha256)
-                    } else {
-                        (&ec, SignAlg::EcdsaP256Sha256)
-                    };
+                    let (key, alg) =
+                        if j % 2 == 0 { (&rsa, SignAlg::RsaPssSha256) } else { (&ec, SignAlg::EcdsaP256Sha256) };
                     let sig = key.sign(alg, msg.as_bytes()).unwrap();
                     verify(key.as_ref(), alg, msg.as_bytes(), &sig);
                 }
@@ -443,4 +427,49 @@ fn concurrent_signing_from_8_threads() {
     for th in threads {
         th.join().unwrap();
     }
+}
+
+#[test]
+fn software_fallbacks_work_when_mechanisms_are_missing() {
+    use cryptoki::mechanism::MechanismType as M;
+    let Some(t) = token("fallback") else { return };
+    t.generate("k", KeyAlgorithm::Rsa { bits: 2048 }, KeyPolicy { allow_pkcs1v15_decrypt: true, ..Default::default() })
+        .unwrap();
+    // Like many smartcards: raw RSA and PKCS#1/PSS over a digest, but no hash-and-sign mechanisms and no OAEP.
+    t.disable_mechanisms(&[
+        M::SHA1_RSA_PKCS,
+        M::SHA256_RSA_PKCS,
+        M::SHA384_RSA_PKCS,
+        M::SHA512_RSA_PKCS,
+        M::SHA1_RSA_PKCS_PSS,
+        M::SHA256_RSA_PKCS_PSS,
+        M::SHA384_RSA_PKCS_PSS,
+        M::SHA512_RSA_PKCS_PSS,
+        M::RSA_PKCS_OAEP,
+    ]);
+    assert!(!t.has_mechanism(M::SHA256_RSA_PKCS));
+    let key = t.open_key(&label("k")).unwrap();
+    for alg in SignAlg::ALL.into_iter().filter(|a| !a.is_ecdsa()) {
+        let sig = key.sign(alg, b"fallback").unwrap();
+        verify(key.as_ref(), alg, b"fallback", &sig);
+    }
+    let public = PublicKey::from_spki(&key.info().spki_der).unwrap();
+    for alg in [DecryptAlg::RsaOaepSha1, DecryptAlg::RsaOaepSha256] {
+        let ct = public.encrypt(alg, b"via raw RSA").unwrap();
+        assert_eq!(key.decrypt(alg, &ct).unwrap().as_slice(), b"via raw RSA");
+    }
+    // PKCS#1 v1.5 decryption through raw RSA and the constant-time decoder.
+    t.disable_mechanisms(&[M::RSA_PKCS]);
+    let ct = public.encrypt(DecryptAlg::RsaPkcs1v15, b"legacy").unwrap();
+    assert_eq!(key.decrypt(DecryptAlg::RsaPkcs1v15, &ct).unwrap().as_slice(), b"legacy");
+    let mut bad = ct.clone();
+    bad[10] ^= 1;
+    assert!(matches!(key.decrypt(DecryptAlg::RsaPkcs1v15, &bad), Err(VaultError::DecryptFailed)));
+    // Without PKCS#1 v1.5 signing mechanisms at all, the refusal is clear.
+    let err = key.sign(SignAlg::RsaPkcs1Sha256, b"x").unwrap_err();
+    assert!(matches!(err, VaultError::Unsupported { .. }), "{err}");
+    // And without raw RSA, there is nothing left for OAEP.
+    t.disable_mechanisms(&[M::RSA_X_509]);
+    let ct = public.encrypt(DecryptAlg::RsaOaepSha256, b"x").unwrap();
+    assert!(matches!(key.decrypt(DecryptAlg::RsaOaepSha256, &ct), Err(VaultError::Unsupported { .. })));
 }

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -47,8 +47,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Result, VaultError};
 use crate::key::{
-    check_decrypt, check_sign, DecryptAlg, HashAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey,
-    SignAlg, VaultKey,
+    check_decrypt, check_sign, DecryptAlg, HashAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey, SignAlg,
+    VaultKey,
 };
 use crate::store::{check_leaf_matches, KeyStore};
 use crate::uri::Pkcs11Uri;
@@ -135,13 +135,16 @@ fn digest_info_prefix(hash: HashAlg) -> &'static [u8] {
     match hash {
         HashAlg::Sha1 => &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14],
         HashAlg::Sha256 => &[
-            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+            0x20,
         ],
         HashAlg::Sha384 => &[
-            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30,
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04,
+            0x30,
         ],
         HashAlg::Sha512 => &[
-            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40,
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04,
+            0x40,
         ],
     }
 }
@@ -190,17 +193,15 @@ struct Token {
     /// Held only so the login persists while any key of this token is alive.
     anchor: Mutex<Session>,
     idle: Mutex<Vec<Session>>,
-    mechanisms: Vec<MechanismType>,
+    /// From C_GetMechanismList, minus what [`Pkcs11Token::disable_mechanisms`] took out.
+    mechanisms: RwLock<Vec<MechanismType>>,
     /// Serializes this process's changes to the token (duplicate-label checks, certificate replacement).
     manage: Mutex<()>,
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("label", &self.label)
-            .field("slot", &self.slot.id())
-            .finish_non_exhaustive()
+        f.debug_struct("Token").field("label", &self.label).field("slot", &self.slot.id()).finish_non_exhaustive()
     }
 }
 
@@ -214,7 +215,7 @@ impl Token {
     }
 
     fn has(&self, m: MechanismType) -> bool {
-        self.mechanisms.contains(&m)
+        self.mechanisms.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&m)
     }
 
     /// Runs `f` on a pooled session. After an error the session is closed, not pooled: some modules leave the
@@ -249,9 +250,7 @@ impl Token {
                 if info.user_pin_locked() {
                     Err(VaultError::PinLocked)
                 } else {
-                    Err(VaultError::WrongPin {
-                        attempts_left: u32::from(info.user_pin_final_try()),
-                    })
+                    Err(VaultError::WrongPin { attempts_left: u32::from(info.user_pin_final_try()) })
                 }
             }
             Err(e) => Err(ck_err(e)),
@@ -278,10 +277,7 @@ impl Token {
 
     fn label_exists(&self, s: &Session, label: &str) -> Result<bool> {
         let found = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])
+            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label.as_bytes().to_vec())])
             .map_err(ck_err)?;
         Ok(!found.is_empty())
     }
@@ -315,20 +311,11 @@ impl Token {
                     (Some(n), Some(e)) => (n.clone(), e.clone()),
                     // Some modules keep the public values on the public key object only.
                     _ => match self.public_attrs(s, &id, KeyType::RSA)? {
-                        Some(Attrs {
-                            modulus: Some(n),
-                            exponent: Some(e),
-                            ..
-                        }) => (n, e),
+                        Some(Attrs { modulus: Some(n), exponent: Some(e), .. }) => (n, e),
                         _ => return Ok(None),
                     },
                 };
-                (
-                    KeyAlgorithm::Rsa {
-                        bits: der::bit_len(&modulus),
-                    },
-                    der::rsa_spki(&modulus, &exponent),
-                )
+                (KeyAlgorithm::Rsa { bits: der::bit_len(&modulus) }, der::rsa_spki(&modulus, &exponent))
             }
             Some(t) if t == KeyType::EC => {
                 let (algorithm, field_len, params) = match a.ec_params.as_deref() {
@@ -376,10 +363,7 @@ impl Token {
             return Ok(None);
         };
         let attrs = s
-            .get_attributes(
-                public,
-                &[AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcPoint],
-            )
+            .get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcPoint])
             .map_err(ck_err)?;
         let mut a = Attrs::default();
         a.absorb(attrs);
@@ -396,12 +380,7 @@ impl Token {
             })?;
             Ok::<_, VaultError>((handle, info))
         })?;
-        Ok(Arc::new(Pkcs11Key {
-            token: Arc::clone(self),
-            handle,
-            info,
-            oaep_sha256: AtomicU8::new(OAEP_UNKNOWN),
-        }))
+        Ok(Arc::new(Pkcs11Key { token: Arc::clone(self), handle, info, oaep_sha256: AtomicU8::new(OAEP_UNKNOWN) }))
     }
 
     fn find_certs(&self, s: &Session, id: &[u8]) -> Result<Vec<(ObjectHandle, String, Vec<u8>)>> {
@@ -412,10 +391,7 @@ impl Token {
         for h in handles {
             let mut label = String::new();
             let mut value = Vec::new();
-            for attr in s
-                .get_attributes(h, &[AttributeType::Label, AttributeType::Value])
-                .map_err(ck_err)?
-            {
+            for attr in s.get_attributes(h, &[AttributeType::Label, AttributeType::Value]).map_err(ck_err)? {
                 match attr {
                     Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
                     Attribute::Value(v) => value = v,
@@ -531,10 +507,7 @@ pub struct Pkcs11Token {
 impl Pkcs11Token {
     /// Opens the token labelled `token_label` in `module` and logs in with `pin` if given.
     pub fn open(module: &Path, token_label: &str, pin: Option<&[u8]>) -> Result<Self> {
-        let m = TokenMatch {
-            label: Some(token_label.to_string()),
-            ..Default::default()
-        };
+        let m = TokenMatch { label: Some(token_label.to_string()), ..Default::default() };
         Self::open_matching(module, &m, pin)
     }
 
@@ -606,7 +579,7 @@ impl Pkcs11Token {
             label,
             anchor: Mutex::new(anchor),
             idle: Mutex::new(Vec::new()),
-            mechanisms,
+            mechanisms: RwLock::new(mechanisms),
             manage: Mutex::new(()),
         };
         if let Some(pin) = pin {
@@ -629,6 +602,17 @@ impl Pkcs11Token {
     /// Whether the token offers `mechanism` (from C_GetMechanismList, read once when opened).
     pub fn has_mechanism(&self, mechanism: MechanismType) -> bool {
         self.inner.has(mechanism)
+    }
+
+    /// Stops using `mechanisms` on this token (every key opened from it included), as if the module lacked them:
+    /// for a module known to implement one wrongly. The software fallbacks take over where there is one
+    /// (DigestInfo over `CKM_RSA_PKCS`, PSS over a digest, padding removal after `CKM_RSA_X_509`).
+    pub fn disable_mechanisms(&self, mechanisms: &[MechanismType]) {
+        self.inner
+            .mechanisms
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|m| !mechanisms.contains(m));
     }
 
     /// A handle to one key, as the concrete type.
@@ -730,14 +714,14 @@ impl KeyStore for Pkcs11Token {
     fn list(&self) -> Result<Vec<KeyInfo>> {
         let t = &self.inner;
         t.with_session(|s| {
-            let keys = s
-                .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
-                .map_err(ck_err)?;
+            let keys = s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]).map_err(ck_err)?;
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
                 match t.read_key_info(s, k)? {
                     Some(info) => out.push(info),
-                    None => tracing::debug!(token = %t.label, "skipping a private key of a type certvault does not use"),
+                    None => {
+                        tracing::debug!(token = %t.label, "skipping a private key of a type certvault does not use")
+                    }
                 }
             }
             Ok(out)
@@ -764,11 +748,7 @@ impl KeyStore for Pkcs11Token {
                     )))
                 }
                 KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => {
-                    let params = if algorithm == KeyAlgorithm::EcP256 {
-                        der::P256_PARAMS
-                    } else {
-                        der::P384_PARAMS
-                    };
+                    let params = if algorithm == KeyAlgorithm::EcP256 { der::P256_PARAMS } else { der::P384_PARAMS };
                     let mut public = common_attrs(ObjectClass::PUBLIC_KEY, KeyType::EC, label, &id);
                     public.push(Attribute::EcParams(params.to_vec()));
                     let private = common_attrs(ObjectClass::PRIVATE_KEY, KeyType::EC, label, &id);
@@ -777,10 +757,8 @@ impl KeyStore for Pkcs11Token {
             };
             // Key generation templates must not name the class or key type on some modules; the mechanism says it.
             public.retain(|a| !matches!(a, Attribute::Class(_) | Attribute::KeyType(_)));
-            let private: Vec<Attribute> = private
-                .into_iter()
-                .filter(|a| !matches!(a, Attribute::Class(_) | Attribute::KeyType(_)))
-                .collect();
+            let private: Vec<Attribute> =
+                private.into_iter().filter(|a| !matches!(a, Attribute::Class(_) | Attribute::KeyType(_))).collect();
             s.generate_key_pair(&mechanism, &public, &private).map_err(ck_err)
         })
     }
@@ -846,19 +824,13 @@ impl KeyStore for Pkcs11Token {
         let _guard = lock(&t.manage);
         t.with_session(|s| {
             let handle = t.find_key(s, selector)?;
-            let info = t
-                .read_key_info(s, handle)?
-                .ok_or_else(|| VaultError::KeyNotFound(selector.to_string()))?;
+            let info = t.read_key_info(s, handle)?.ok_or_else(|| VaultError::KeyNotFound(selector.to_string()))?;
             check_leaf_matches(&info, &chain)?;
             let old: Vec<ObjectHandle> = t.find_certs(s, &info.id)?.into_iter().map(|(h, _, _)| h).collect();
             // Create the new objects first, so a failure leaves the old chain in place.
             let mut created = Vec::new();
             for (i, der) in chain.iter().enumerate() {
-                let label = if i == 0 {
-                    info.label.clone()
-                } else {
-                    format!("{}#chain{i}", info.label)
-                };
+                let label = if i == 0 { info.label.clone() } else { format!("{}#chain{i}", info.label) };
                 match s.create_object(&cert_template(&label, &info.id, der)?) {
                     Ok(h) => created.push(h),
                     Err(e) => {
@@ -900,7 +872,8 @@ fn import_templates(pkcs8: &[u8]) -> Result<(Vec<Attribute>, Vec<Attribute>, Key
     let bad = |why: String| VaultError::InvalidInput(format!("PKCS#8 key: {why}"));
     let info = rsa::pkcs8::PrivateKeyInfoRef::try_from(pkcs8).map_err(|e| bad(e.to_string()))?;
     if info.algorithm.oid.as_bytes() == der::RSA_ENCRYPTION_OID {
-        let key = rsa::pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let key =
+            rsa::pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes()).map_err(|e| bad(e.to_string()))?;
         if key.other_prime_infos.is_some() {
             return Err(bad("multi-prime RSA keys are not supported".into()));
         }
@@ -909,10 +882,8 @@ fn import_templates(pkcs8: &[u8]) -> Result<(Vec<Attribute>, Vec<Attribute>, Key
         if !(2048..=8192).contains(&bits) {
             return Err(bad(format!("RSA keys of {bits} bits are not supported (2048 to 8192)")));
         }
-        let public = vec![
-            Attribute::Modulus(n.to_vec()),
-            Attribute::PublicExponent(key.public_exponent.as_bytes().to_vec()),
-        ];
+        let public =
+            vec![Attribute::Modulus(n.to_vec()), Attribute::PublicExponent(key.public_exponent.as_bytes().to_vec())];
         let mut private = public.clone();
         private.extend([
             Attribute::PrivateExponent(key.private_exponent.as_bytes().to_vec()),
@@ -925,25 +896,18 @@ fn import_templates(pkcs8: &[u8]) -> Result<(Vec<Attribute>, Vec<Attribute>, Key
         return Ok((private, public, KeyType::RSA));
     }
     use aws_lc_rs::encoding::AsBigEndian;
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
-    for (alg, params) in [
-        (&ECDSA_P256_SHA256_FIXED_SIGNING, der::P256_PARAMS),
-        (&ECDSA_P384_SHA384_FIXED_SIGNING, der::P384_PARAMS),
-    ] {
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+    };
+    for (alg, params) in
+        [(&ECDSA_P256_SHA256_FIXED_SIGNING, der::P256_PARAMS), (&ECDSA_P384_SHA384_FIXED_SIGNING, der::P384_PARAMS)]
+    {
         if let Ok(kp) = EcdsaKeyPair::from_pkcs8(alg, pkcs8) {
-            let scalar = kp
-                .private_key()
-                .as_be_bytes()
-                .map_err(|_| VaultError::Crypto("EC private key encoding".into()))?;
+            let scalar =
+                kp.private_key().as_be_bytes().map_err(|_| VaultError::Crypto("EC private key encoding".into()))?;
             let point = kp.public_key().as_ref().to_vec();
-            let private = vec![
-                Attribute::EcParams(params.to_vec()),
-                Attribute::Value(scalar.as_ref().to_vec()),
-            ];
-            let public = vec![
-                Attribute::EcParams(params.to_vec()),
-                Attribute::EcPoint(der::tlv(0x04, &point)),
-            ];
+            let private = vec![Attribute::EcParams(params.to_vec()), Attribute::Value(scalar.as_ref().to_vec())];
+            let public = vec![Attribute::EcParams(params.to_vec()), Attribute::EcPoint(der::tlv(0x04, &point))];
             return Ok((private, public, KeyType::EC));
         }
     }
@@ -979,10 +943,7 @@ pub struct Pkcs11Key {
 
 impl fmt::Debug for Pkcs11Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11Key")
-            .field("token", &self.token.label)
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Pkcs11Key").field("token", &self.token.label).field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -1013,16 +974,12 @@ impl Pkcs11Key {
     }
 
     fn token_sign(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.token
-            .with_session(|s| s.sign(mechanism, self.handle, data).map_err(ck_err))
+        self.token.with_session(|s| s.sign(mechanism, self.handle, data).map_err(ck_err))
     }
 
     fn token_decrypt(&self, mechanism: &Mechanism, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.token.with_session(|s| {
-            s.decrypt(mechanism, self.handle, ciphertext)
-                .map(Zeroizing::new)
-                .map_err(decrypt_err)
-        })
+        self.token
+            .with_session(|s| s.decrypt(mechanism, self.handle, ciphertext).map(Zeroizing::new).map_err(decrypt_err))
     }
 
     fn raw_decrypt(&self, alg: DecryptAlg, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {

@@ -400,6 +400,15 @@ fn uri_opens_a_key() {
     let missing: Pkcs11Uri =
         format!("pkcs11:token=uri;object=missing?module-path={MODULE}&pin-value=123456").parse().unwrap();
     assert!(matches!(Pkcs11Key::open_uri(&missing), Err(VaultError::KeyNotFound(_))));
+    // An open token refuses a URI naming another token.
+    let other: Pkcs11Uri = "pkcs11:token=elsewhere;object=opcua-server".parse().unwrap();
+    assert!(matches!(t.key_by_uri(&other), Err(VaultError::BadUri { .. })));
+    // Unknown path attributes make a URI match nothing (RFC 7512).
+    let vendor: Pkcs11Uri =
+        format!("pkcs11:token=uri;object=opcua-server;x-vendor=1?module-path={MODULE}&pin-value=123456")
+            .parse()
+            .unwrap();
+    assert!(matches!(Pkcs11Key::open_uri(&vendor), Err(VaultError::BadUri { .. })));
 }
 
 #[test]

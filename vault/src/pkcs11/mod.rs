@@ -621,8 +621,15 @@ impl Pkcs11Token {
     }
 
     /// The key a `pkcs11:` URI selects on this token. With both `id` and `object`, both must match.
+    /// A `token=` in the URI must name this token.
     pub fn key_by_uri(&self, uri: &Pkcs11Uri) -> Result<Arc<Pkcs11Key>> {
         let selector = uri.key_selector()?;
+        if uri.token.as_ref().is_some_and(|t| t != &self.inner.label) {
+            return Err(VaultError::BadUri {
+                uri: uri.to_string_redacted(),
+                why: format!("the URI names another token than {:?}", self.inner.label),
+            });
+        }
         let key = self.open_key(&selector)?;
         if let Some(label) = &uri.object {
             if &key.info.label != label {
@@ -1101,6 +1108,37 @@ impl VaultKey for Pkcs11Key {
                 self.token_decrypt(&Mechanism::RsaPkcs, ciphertext)
             }
             _ => self.raw_decrypt(alg, ciphertext),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_follow_the_specification() {
+        assert_eq!(ckr_name(&RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(ckr_name(&RvError::UserAlreadyLoggedIn), "CKR_USER_ALREADY_LOGGED_IN");
+        let e = ck_err(CkError::Pkcs11(RvError::ArgumentsBad, Function::DecryptInit));
+        assert_eq!(e.to_string(), "PKCS#11: C_DecryptInit failed with CKR_ARGUMENTS_BAD");
+        assert!(matches!(ck_err(CkError::Pkcs11(RvError::PinLocked, Function::Login)), VaultError::PinLocked));
+        assert!(matches!(
+            decrypt_err(CkError::Pkcs11(RvError::EncryptedDataInvalid, Function::Decrypt)),
+            VaultError::DecryptFailed
+        ));
+        assert!(matches!(
+            decrypt_err(CkError::Pkcs11(RvError::UserNotLoggedIn, Function::Decrypt)),
+            VaultError::NotLoggedIn
+        ));
+    }
+
+    #[test]
+    fn digest_info_prefixes_announce_the_digest_length() {
+        for hash in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            let p = digest_info_prefix(hash);
+            assert_eq!(p[1] as usize, p.len() - 2 + hash.len());
+            assert_eq!(p[p.len() - 1] as usize, hash.len());
         }
     }
 }

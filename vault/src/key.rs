@@ -319,7 +319,7 @@ impl fmt::Display for KeySelector {
 /// (a socket round trip, a USB token): async callers run them on a blocking thread.
 ///
 /// ```no_run
-/// use certvault::{DaemonClient, KeySelector, SignAlg, VaultKey};
+/// use certvault::{DaemonClient, KeySelector, KeyStore, SignAlg, VaultKey};
 /// # fn main() -> Result<(), certvault::VaultError> {
 /// let client = DaemonClient::connect("/run/certvault/vaultd.sock", None)?;
 /// client.login(b"123456")?;

@@ -18,7 +18,7 @@ use crate::key::HashAlg;
 /// MGF1 (RFC 8017 §B.2.1) with `hash`, XORed into `out` in place.
 fn mgf1_xor(hash: HashAlg, seed: &[u8], out: &mut [u8]) {
     let mut counter: u32 = 0;
-    for chunk in out.chunks_mut(hash.len()) {
+    for chunk in out.chunks_mut(hash.output_len()) {
         let mut input = Zeroizing::new(Vec::with_capacity(seed.len() + 4));
         input.extend_from_slice(seed);
         input.extend_from_slice(&counter.to_be_bytes());
@@ -45,7 +45,7 @@ fn left_pad(em: &[u8], k: usize) -> Result<Zeroizing<Vec<u8>>> {
 /// `em` is the raw RSA decryption of the ciphertext (the integer as big-endian bytes), `k` the modulus length in
 /// bytes. Supports SHA-1 and SHA-256 (the hashes OPC UA uses), and any [`HashAlg`] in fact.
 pub fn oaep_decode(hash: HashAlg, em: &[u8], k: usize) -> Result<Zeroizing<Vec<u8>>> {
-    let h_len = hash.len();
+    let h_len = hash.output_len();
     // Depends only on public sizes, so an early return leaks nothing.
     if k < 2 * h_len + 2 {
         return Err(VaultError::DecryptFailed);
@@ -120,7 +120,7 @@ mod tests {
 
     /// Test-only EME-OAEP encoder (RFC 8017 §7.1.1 step 2).
     fn oaep_encode(hash: HashAlg, msg: &[u8], k: usize) -> Vec<u8> {
-        let h_len = hash.len();
+        let h_len = hash.output_len();
         assert!(msg.len() <= k - 2 * h_len - 2);
         let mut db = hash.digest(b"");
         db.resize(k - msg.len() - h_len - 2, 0);
@@ -165,7 +165,7 @@ mod tests {
     fn oaep_round_trips() {
         for hash in [HashAlg::Sha1, HashAlg::Sha256] {
             for k in [256usize, 384, 512] {
-                for len in [0usize, 1, 32, k - 2 * hash.len() - 2] {
+                for len in [0usize, 1, 32, k - 2 * hash.output_len() - 2] {
                     let msg: Vec<u8> = (0..len).map(|i| i as u8).collect();
                     let em = oaep_encode(hash, &msg, k);
                     assert_eq!(oaep_decode(hash, &em, k).unwrap().as_slice(), msg.as_slice());
@@ -181,7 +181,7 @@ mod tests {
         let k = 256;
         for hash in [HashAlg::Sha1, HashAlg::Sha256] {
             let em = oaep_encode(hash, b"secret", k);
-            for pos in [0usize, 1, hash.len(), hash.len() + 1, 2 * hash.len() + 1, k - 7, k - 1] {
+            for pos in [0usize, 1, hash.output_len(), hash.output_len() + 1, 2 * hash.output_len() + 1, k - 7, k - 1] {
                 let mut bad = em.clone();
                 bad[pos] ^= 0x01;
                 // Flipping a message byte yields a different (valid) message; everything else must fail.
@@ -197,7 +197,7 @@ mod tests {
             assert!(oaep_decode(hash, &[0u8; 257], k).is_err());
             assert!(oaep_decode(hash, &[0u8; 256], k).is_err());
             assert!(oaep_decode(hash, &[0xffu8; 256], k).is_err());
-            assert!(oaep_decode(hash, &[], 2 * hash.len() + 1).is_err());
+            assert!(oaep_decode(hash, &[], 2 * hash.output_len() + 1).is_err());
         }
     }
 
@@ -207,8 +207,8 @@ mod tests {
         let hash = HashAlg::Sha256;
         let k = 256;
         let mut db = hash.digest(b"");
-        db.resize(k - hash.len() - 1, 0);
-        let mut seed = vec![7u8; hash.len()];
+        db.resize(k - hash.output_len() - 1, 0);
+        let mut seed = vec![7u8; hash.output_len()];
         mgf1_xor(hash, &seed, &mut db);
         mgf1_xor(hash, &db, &mut seed);
         let mut em = vec![0u8];

@@ -8,7 +8,7 @@ use crate::error::{Result, VaultError};
 /// ```
 /// let raw = [0u8; 63].iter().chain([1u8].iter()).chain([0x80u8; 64].iter()).copied().collect::<Vec<_>>();
 /// let der = certvault::sig::ecdsa_raw_to_der(&raw).unwrap();
-/// assert_eq!(certvault::sig::ecdsa_der_to_raw(&der, 32).unwrap(), raw);
+/// assert_eq!(certvault::sig::ecdsa_der_to_raw(&der, 64).unwrap(), raw);
 /// ```
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
     if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {

@@ -1046,7 +1046,7 @@ impl VaultKey for Pkcs11Key {
             let params = PkcsPssParams {
                 hash_alg: hash_mech,
                 mgf,
-                s_len: Ulong::try_from(hash.len()).map_err(|e| VaultError::Pkcs11(e.to_string()))?,
+                s_len: Ulong::try_from(hash.output_len()).map_err(|e| VaultError::Pkcs11(e.to_string()))?,
             };
             let (combined, combined_type) = match hash {
                 HashAlg::Sha256 => (Mechanism::Sha256RsaPkcsPss(params), MechanismType::SHA256_RSA_PKCS_PSS),
@@ -1137,8 +1137,8 @@ mod tests {
     fn digest_info_prefixes_announce_the_digest_length() {
         for hash in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
             let p = digest_info_prefix(hash);
-            assert_eq!(p[1] as usize, p.len() - 2 + hash.len());
-            assert_eq!(p[p.len() - 1] as usize, hash.len());
+            assert_eq!(p[1] as usize, p.len() - 2 + hash.output_len());
+            assert_eq!(p[p.len() - 1] as usize, hash.output_len());
         }
     }
 }

@@ -6,9 +6,10 @@
 //!
 //! Without SoftHSM2 the tests skip with a message, unless `CERTVAULT_REQUIRE_SOFTHSM` is set (CI), where they fail.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use certvault::csr::{self, CsrRequest};
@@ -18,8 +19,7 @@ use certvault::{
     soft, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SignAlg, VaultError, VaultKey,
 };
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &[u8] = b"123456";
+use common::softhsm::{MODULE, PIN};
 
 /// One token per test: tests may run in parallel, and login state is per token.
 const TOKENS: &[&str] = &[
@@ -37,69 +37,12 @@ const TOKENS: &[&str] = &[
     "fallback",
 ];
 
-fn setup() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let have_util = Command::new("softhsm2-util").arg("--version").output().is_ok();
-        if !Path::new(MODULE).exists() || !have_util {
-            if std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_some() {
-                panic!("CERTVAULT_REQUIRE_SOFTHSM is set but SoftHSM2 ({MODULE}, softhsm2-util) is missing");
-            }
-            eprintln!("SKIPPED: SoftHSM2 is not installed ({MODULE}); install softhsm2 to run the PKCS#11 tests");
-            return None;
-        }
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_stale(base);
-        let dir = tempfile::Builder::new().prefix("softhsm-").tempdir_in(base).expect("temp dir").keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n\
-                 slots.mechanisms = ALL\nlibrary.reset_on_fork = false\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Before any thread initializes the module, which reads it.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for label in TOKENS {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", label, "--pin", "123456", "--so-pin", "12345678"])
-                .env("SOFTHSM2_CONF", &conf)
-                .output()
-                .expect("softhsm2-util");
-            assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Some(dir)
-    })
-    .as_deref()
-}
-
-/// Token directories of earlier runs (the static above is never dropped) go when they are an hour old.
-fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(3600));
-        if old && e.file_name().to_string_lossy().starts_with("softhsm-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn token(label: &str) -> Option<Pkcs11Token> {
-    assert!(TOKENS.contains(&label), "add {label:?} to TOKENS");
-    setup()?;
-    Some(Pkcs11Token::open(Path::new(MODULE), label, Some(PIN)).unwrap())
+    common::softhsm::token(TOKENS, label)
+}
+
+fn setup() -> Option<&'static std::path::Path> {
+    common::softhsm::setup(TOKENS)
 }
 
 fn label(l: &str) -> KeySelector {

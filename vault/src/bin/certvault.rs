@@ -34,6 +34,9 @@ struct ConnArgs {
     /// Serial of the container to use, when vaultd serves several.
     #[arg(long, global = true, env = "CERTVAULT_CONTAINER", value_name = "SERIAL")]
     container: Option<String>,
+    /// Use a PKCS#11 token directly instead of vaultd: a `pkcs11:` URI naming the token (and `module-path`).
+    #[arg(long, global = true, env = "CERTVAULT_PKCS11", value_name = "URI")]
+    pkcs11: Option<certvault::uri::Pkcs11Uri>,
     /// File holding the user PIN (one line). Otherwise $CERTVAULT_PIN.
     #[arg(long, global = true, value_name = "FILE")]
     pin_file: Option<PathBuf>,
@@ -276,6 +279,28 @@ fn connect(conn: &ConnArgs, login: bool) -> Result<DaemonClient> {
     Ok(client)
 }
 
+/// The key store the command works on: a PKCS#11 token when `--pkcs11` is given, else vaultd.
+fn store(conn: &ConnArgs) -> Result<Box<dyn KeyStore>> {
+    let Some(uri) = &conn.pkcs11 else {
+        return Ok(Box::new(connect(conn, true)?));
+    };
+    let mut uri = uri.clone();
+    let pin = match uri.pin.take() {
+        Some(source) => source.read()?,
+        None => read_secret(conn.pin_file.as_deref(), "CERTVAULT_PIN", "token PIN")?,
+    };
+    let token = certvault::pkcs11::Pkcs11Token::open_uri(&uri)?;
+    token.login(&pin)?;
+    Ok(Box::new(token))
+}
+
+fn daemon_only(conn: &ConnArgs, what: &str) -> Result<()> {
+    if conn.pkcs11.is_some() {
+        bail!("{what} is a vaultd command; for a PKCS#11 token use the token's own tools");
+    }
+    Ok(())
+}
+
 fn write_out(path: &Path, der: &[u8], label: &str) -> Result<()> {
     let data = if path.extension().is_some_and(|e| e == "pem") { pem(label, der).into_bytes() } else { der.to_vec() };
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
@@ -331,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "serve it with: vaultd --container {}", file.display())?;
         }
         Cmd::Status => {
+            daemon_only(&cli.conn, "status")?;
             let client = connect(&cli.conn, false)?;
             let (daemon, containers) = client.hello()?;
             writeln!(stdout, "daemon: {daemon}")?;
@@ -350,14 +376,14 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "audit records: {}", s.audit_records)?;
         }
         Cmd::Keygen { label, alg, policy } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let info = client.generate(label, *alg, policy.policy())?;
             writeln!(stdout, "generated {} key {:?} inside the vault", info.algorithm, info.label)?;
             writeln!(stdout, "id: {}", info.id_hex())?;
             writeln!(stdout, "public key sha256: {}", info.fingerprint())?;
         }
         Cmd::List => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             for k in client.list()? {
                 writeln!(
                     stdout,
@@ -371,13 +397,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Csr { subject, out } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let csr = client.create_csr(&KeySelector::Label(subject.label.clone()), &subject.request())?;
             write_out(out, &csr, "CERTIFICATE REQUEST")?;
             writeln!(stdout, "wrote CSR for {:?} to {}", subject.label, out.display())?;
         }
         Cmd::SelfSign { subject, days, out } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let sel = KeySelector::Label(subject.label.clone());
             let key = client.key(&sel)?;
             let cert = certvault::csr::self_signed(
@@ -397,7 +423,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
         }
         Cmd::ImportCert { label, files } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let mut chain = Vec::new();
             for f in files {
                 chain.extend(read_der_blocks(f, "CERTIFICATE")?.into_iter().map(|b| b.to_vec()));
@@ -407,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "stored a chain of {n} certificate(s) with {label:?}")?;
         }
         Cmd::ExportCert { label, out } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let chain = client.cert_chain(&KeySelector::Label(label.clone()))?;
             if chain.is_empty() {
                 bail!("no certificate is stored with {label:?}; use self-sign or import-cert");
@@ -417,7 +443,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "wrote {} certificate(s) to {}", chain.len(), out.display())?;
         }
         Cmd::ImportKey { label, pkcs8, policy } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let mut blocks = read_der_blocks(pkcs8, "PRIVATE KEY")?;
             let der = blocks.pop().context("no key in the file")?;
             let info = client.import_pkcs8(label, der, policy.policy())?;
@@ -425,7 +451,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "the key now lives in the vault: destroy {}", pkcs8.display())?;
         }
         Cmd::Sign { label, alg, input, out } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let key = client.key(&KeySelector::Label(label.clone()))?;
             let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
             let sig = key.sign_der(*alg, &data)?;
@@ -433,7 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "signed {} with {label:?} ({alg}): {} bytes", input.display(), sig.len())?;
         }
         Cmd::Verify { label, alg, input, sig } => {
-            let client = connect(&cli.conn, true)?;
+            let client = store(&cli.conn)?;
             let key = client.key(&KeySelector::Label(label.clone()))?;
             let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
             let mut s = std::fs::read(sig).with_context(|| format!("reading {}", sig.display()))?;
@@ -445,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "signature OK")?;
         }
         Cmd::Audit { cmd } => match cmd {
+            AuditCmd::Show { .. } if cli.conn.pkcs11.is_some() => daemon_only(&cli.conn, "audit")?,
             AuditCmd::Show { from, max } => {
                 let client = connect(&cli.conn, true)?;
                 for r in client.audit(*from, *max)? {
@@ -469,6 +496,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::ChangePin { new_pin_file } => {
+            daemon_only(&cli.conn, "change-pin")?;
             let client = connect(&cli.conn, false)?;
             let old = read_secret(cli.conn.pin_file.as_deref(), "CERTVAULT_PIN", "current PIN")?;
             let new = read_secret(new_pin_file.as_deref(), "CERTVAULT_NEW_PIN", "new PIN")?;

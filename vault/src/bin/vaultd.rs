@@ -15,8 +15,15 @@ use clap::Parser;
 #[command(version, about, long_about = None)]
 struct Args {
     /// A container file to serve (repeat for several; made with `certvault init`).
-    #[arg(long = "container", required = true, value_name = "FILE")]
+    #[arg(long = "container", value_name = "FILE", required_unless_present = "tokens")]
     containers: Vec<PathBuf>,
+    /// A PKCS#11 token to front, as a `pkcs11:` URI naming the token and `module-path` (repeat for several).
+    /// Clients then reach it through this daemon, so the token session lives here, not in the application.
+    #[arg(long = "pkcs11", value_name = "URI")]
+    tokens: Vec<certvault::uri::Pkcs11Uri>,
+    /// Directory for the audit logs and PIN counters of fronted tokens.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Unix socket to listen on.
     #[arg(long, env = "CERTVAULT_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -41,6 +48,8 @@ fn main() -> anyhow::Result<()> {
     let mut config = DaemonConfig::new(args.socket.unwrap_or_else(default_socket), args.containers);
     config.socket_mode = args.socket_mode;
     config.max_connections = args.max_connections;
+    config.tokens = args.tokens;
+    config.state_dir = args.state_dir;
     if let Some(dir) = config.socket.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory {}", dir.display()))?;

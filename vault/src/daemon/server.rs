@@ -17,9 +17,12 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditLog, Event};
 use crate::container::{self, Container, PinCounter, PinRole, SecretBytes, StoredKey};
 use crate::error::{Result, VaultError};
-use crate::key::{KeyInfo, KeyPolicy, KeySelector, VaultKey};
+use crate::key::{KeyInfo, KeyPolicy, KeySelector, SharedKey};
+use crate::pkcs11::Pkcs11Token;
 use crate::protocol::{self, ContainerSummary, ErrorCode, Op, Request, Response, StatusInfo, PROTOCOL_VERSION};
 use crate::soft::{self, SoftKey};
+use crate::store::KeyStore;
+use crate::VaultKey;
 
 /// How the daemon is set up.
 #[derive(Clone, Debug)]
@@ -30,6 +33,11 @@ pub struct DaemonConfig {
     pub socket_mode: u32,
     /// Container files to serve.
     pub containers: Vec<PathBuf>,
+    /// PKCS#11 tokens to front (`pkcs11:` URIs naming a token), so the token session lives in this process and
+    /// not in the application's.
+    pub tokens: Vec<crate::uri::Pkcs11Uri>,
+    /// Where the audit log and PIN counter of each fronted token are kept (`<dir>/<serial>.audit`, `.pin`).
+    pub state_dir: Option<PathBuf>,
     /// Connections served at once; more are refused with an error.
     pub max_connections: usize,
 }
@@ -37,7 +45,14 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// A configuration with defaults for one socket and the given containers.
     pub fn new(socket: impl Into<PathBuf>, containers: Vec<PathBuf>) -> Self {
-        DaemonConfig { socket: socket.into(), socket_mode: 0o660, containers, max_connections: 256 }
+        DaemonConfig {
+            socket: socket.into(),
+            socket_mode: 0o660,
+            containers,
+            tokens: Vec::new(),
+            state_dir: None,
+            max_connections: 256,
+        }
     }
 }
 
@@ -47,18 +62,26 @@ struct Open {
     pin_mac: [u8; 32],
 }
 
-/// One served container.
+/// What holds a slot's keys.
+enum Backend {
+    /// An emulated dongle: the container file, opened at the first login.
+    Container { open: Box<RwLock<Option<Open>>>, _lock: File },
+    /// A PKCS#11 token, logged in at the first login; `pin_mac` remembers that PIN.
+    Token { token: Pkcs11Token, pin_mac: RwLock<Option<[u8; 32]>> },
+}
+
+/// One served container or token.
 struct Slot {
     serial: String,
+    /// The container file, or for a token the base name of its state files.
     path: PathBuf,
     max_attempts: u32,
     audit: AuditLog,
-    open: RwLock<Option<Open>>,
+    backend: Backend,
     /// Serialises PIN checks so the failure counter cannot be raced.
     pin_lock: Mutex<()>,
     /// A per-process key to remember the PIN as a MAC after the first login, so later logins cost no Argon2 run.
     mac_key: [u8; 32],
-    _lock: File,
 }
 
 /// A bound daemon, ready to [`Daemon::serve`].
@@ -82,6 +105,12 @@ fn load_key(k: &StoredKey) -> Result<SoftKey> {
     SoftKey::from_pkcs8(k.pkcs8.to_zeroizing(), k.id.clone(), k.label.clone(), k.made_inside, k.policy.clone())
 }
 
+fn random_key() -> Result<[u8; 32]> {
+    let mut k = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut k).map_err(|_| VaultError::Crypto("no randomness".into()))?;
+    Ok(k)
+}
+
 fn mac(key: &[u8; 32], pin: &[u8]) -> [u8; 32] {
     let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
     let tag = aws_lc_rs::hmac::sign(&k, pin);
@@ -93,30 +122,54 @@ fn mac(key: &[u8; 32], pin: &[u8]) -> [u8; 32] {
 impl Daemon {
     /// Takes each container's lock, opens its audit log, and binds the socket.
     pub fn bind(config: &DaemonConfig) -> Result<Daemon> {
-        if config.containers.is_empty() {
-            return Err(VaultError::InvalidInput("vaultd needs at least one --container".into()));
+        if config.containers.is_empty() && config.tokens.is_empty() {
+            return Err(VaultError::InvalidInput("vaultd needs at least one --container or --pkcs11".into()));
         }
-        let mut slots = Vec::new();
+        let mut slots: Vec<Arc<Slot>> = Vec::new();
+        let mut add = |slot: Slot| {
+            if slots.iter().any(|s| s.serial == slot.serial) {
+                return Err(VaultError::InvalidInput(format!("two slots share serial {}", slot.serial)));
+            }
+            slots.push(Arc::new(slot));
+            Ok(())
+        };
         for path in &config.containers {
             let lock = container::lock(path)?;
             let (header, _) = container::read_header(path)?;
-            if slots.iter().any(|s: &Arc<Slot>| s.serial == header.serial) {
-                return Err(VaultError::InvalidInput(format!("two containers share serial {}", header.serial)));
-            }
             let audit = AuditLog::open(&container::sidecar(path, "audit"), &header.serial)?;
-            let mut mac_key = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut mac_key).map_err(|_| VaultError::Crypto("no randomness".into()))?;
             info!(serial = %header.serial, path = %path.display(), "serving container");
-            slots.push(Arc::new(Slot {
+            add(Slot {
                 serial: header.serial.clone(),
                 path: path.clone(),
                 max_attempts: header.max_pin_attempts,
                 audit,
-                open: RwLock::new(None),
+                backend: Backend::Container { open: Box::new(RwLock::new(None)), _lock: lock },
                 pin_lock: Mutex::new(()),
-                mac_key,
-                _lock: lock,
-            }));
+                mac_key: random_key()?,
+            })?;
+        }
+        for uri in &config.tokens {
+            let dir = config.state_dir.as_ref().ok_or_else(|| {
+                VaultError::InvalidInput("fronting a PKCS#11 token needs --state-dir for its audit log".into())
+            })?;
+            // The PIN comes from the first client that logs in, as for containers; a PIN in the URI is ignored
+            // so that the daemon never logs in on behalf of nobody.
+            let mut bare = uri.clone();
+            bare.pin = None;
+            let token = Pkcs11Token::open_uri(&bare)?;
+            let serial = format!("pkcs11-{}", token.label());
+            let base = dir.join(&serial);
+            let audit = AuditLog::open(&container::sidecar(&base, "audit"), &serial)?;
+            info!(serial = %serial, uri = %uri.to_string_redacted(), "fronting PKCS#11 token");
+            add(Slot {
+                serial,
+                path: base,
+                max_attempts: 5,
+                audit,
+                backend: Backend::Token { token, pin_mac: RwLock::new(None) },
+                pin_lock: Mutex::new(()),
+                mac_key: random_key()?,
+            })?;
         }
         if config.socket.exists() {
             if UnixStream::connect(&config.socket).is_ok() {
@@ -270,21 +323,34 @@ impl Slot {
             self.audit(conn, "login-refused", None, Some("locked".into()), false)?;
             return Err(VaultError::PinLocked);
         }
-        let good = {
-            let open = self.open.read().map_err(lock_err)?;
-            match open.as_ref() {
-                Some(o) => bool::from(mac(&self.mac_key, pin).ct_eq(&o.pin_mac)),
-                None => {
-                    drop(open);
-                    match Container::open(&self.path, pin, PinRole::User)? {
+        let good = match &self.backend {
+            Backend::Container { open, .. } => {
+                let known = open.read().map_err(lock_err)?.as_ref().map(|o| o.pin_mac);
+                match known {
+                    Some(m) => bool::from(mac(&self.mac_key, pin).ct_eq(&m)),
+                    None => match Container::open(&self.path, pin, PinRole::User)? {
                         Some(c) => {
                             let keys = keys_of(&c)?;
-                            *self.open.write().map_err(lock_err)? =
-                                Some(Open { container: c, keys, pin_mac: mac(&self.mac_key, pin) });
+                            let pin_mac = mac(&self.mac_key, pin);
+                            *open.write().map_err(lock_err)? = Some(Open { container: c, keys, pin_mac });
                             true
                         }
                         None => false,
-                    }
+                    },
+                }
+            }
+            Backend::Token { token, pin_mac } => {
+                let known = *pin_mac.read().map_err(lock_err)?;
+                match known {
+                    Some(m) => bool::from(mac(&self.mac_key, pin).ct_eq(&m)),
+                    None => match token.login(pin) {
+                        Ok(()) => {
+                            *pin_mac.write().map_err(lock_err)? = Some(mac(&self.mac_key, pin));
+                            true
+                        }
+                        Err(VaultError::WrongPin { .. }) => false,
+                        Err(e) => return Err(e),
+                    },
                 }
             }
         };
@@ -308,26 +374,53 @@ impl Slot {
         }
     }
 
-    fn find(&self, conn: &Conn, sel: &KeySelector) -> Result<Arc<SoftKey>> {
+    fn find(&self, conn: &Conn, sel: &KeySelector) -> Result<SharedKey> {
         self.require_login(conn)?;
-        let open = self.open.read().map_err(lock_err)?;
-        let open = open.as_ref().ok_or(VaultError::NotLoggedIn)?;
-        let key = open
-            .keys
-            .iter()
-            .find(|k| sel.matches(k.info()))
-            .ok_or_else(|| VaultError::KeyNotFound(format!("{sel} in container {}", self.serial)))?;
+        let key: SharedKey = match &self.backend {
+            Backend::Container { open, .. } => {
+                let open = open.read().map_err(lock_err)?;
+                let open = open.as_ref().ok_or(VaultError::NotLoggedIn)?;
+                open.keys
+                    .iter()
+                    .find(|k| sel.matches(k.info()))
+                    .ok_or_else(|| VaultError::KeyNotFound(format!("{sel} in container {}", self.serial)))?
+                    .clone()
+            }
+            Backend::Token { token, .. } => token.key(sel)?,
+        };
         let allowed = &key.info().policy.allowed_uids;
         if !allowed.is_empty() && !conn.uid.is_some_and(|u| allowed.contains(&u)) {
             return Err(VaultError::AccessDenied(format!("uid {:?} may not use key {:?}", conn.uid, key.info().label)));
         }
-        Ok(key.clone())
+        Ok(key)
+    }
+
+    fn list(&self, conn: &Conn) -> Result<Vec<KeyInfo>> {
+        self.require_login(conn)?;
+        match &self.backend {
+            Backend::Container { open, .. } => {
+                let open = open.read().map_err(lock_err)?;
+                let open = open.as_ref().ok_or(VaultError::NotLoggedIn)?;
+                Ok(open.keys.iter().map(|k| k.info().clone()).collect())
+            }
+            Backend::Token { token, .. } => token.list(),
+        }
+    }
+
+    fn container(&self) -> Result<&RwLock<Option<Open>>> {
+        match &self.backend {
+            Backend::Container { open, .. } => Ok(open),
+            Backend::Token { .. } => Err(VaultError::InvalidInput(format!(
+                "{} is a PKCS#11 token: manage its PINs with the token's own tools",
+                self.serial
+            ))),
+        }
     }
 
     /// Applies a change to the container and saves it; on a failed save the change is undone in memory too, so
     /// memory never claims what the disk does not hold.
     fn mutate<T>(&self, f: impl FnOnce(&mut Open) -> Result<T>) -> Result<T> {
-        let mut guard = self.open.write().map_err(lock_err)?;
+        let mut guard = self.container()?.write().map_err(lock_err)?;
         let open = guard.as_mut().ok_or(VaultError::NotLoggedIn)?;
         let before_body = open.container.body.clone();
         let before_keys = open.keys.clone();
@@ -340,23 +433,31 @@ impl Slot {
         Ok(out)
     }
 
-    fn add_key(
-        &self,
-        conn: &Conn,
-        label: &str,
-        pkcs8: Zeroizing<Vec<u8>>,
-        made_inside: bool,
-        policy: KeyPolicy,
-    ) -> Result<KeyInfo> {
+    fn add_key(&self, conn: &Conn, label: &str, source: NewKey, policy: KeyPolicy) -> Result<KeyInfo> {
         self.require_login(conn)?;
         if label.is_empty() || label.len() > 128 {
             return Err(VaultError::InvalidInput("a label is 1 to 128 characters".into()));
         }
+        let made_inside = matches!(source, NewKey::Generate(_));
+        let op = if made_inside { "generate" } else { "import" };
+        if let Backend::Token { token, .. } = &self.backend {
+            let result = match source {
+                NewKey::Generate(alg) => token.generate(label, alg, policy),
+                NewKey::Import(pkcs8) => token.import_pkcs8(label, pkcs8, policy),
+            };
+            let detail = result.as_ref().map(|i| i.algorithm.to_string()).ok();
+            self.audit(conn, op, Some(label), detail, result.is_ok())?;
+            return result;
+        }
+        // Generate before taking any lock: an RSA-4096 key takes seconds and signing must go on meanwhile.
+        let pkcs8 = match source {
+            NewKey::Generate(alg) => soft::generate_pkcs8(alg)?,
+            NewKey::Import(pkcs8) => pkcs8,
+        };
         let mut id = vec![0u8; 16];
         aws_lc_rs::rand::fill(&mut id).map_err(|_| VaultError::Crypto("no randomness".into()))?;
         let key = SoftKey::from_pkcs8(pkcs8, id.clone(), label.to_string(), made_inside, policy.clone())?;
         let info = key.info().clone();
-        let op = if made_inside { "generate" } else { "import" };
         let result = self.mutate(|open| {
             if open.container.body.keys.iter().any(|k| k.label == label) {
                 return Err(VaultError::DuplicateLabel(label.to_string()));
@@ -381,6 +482,12 @@ impl Slot {
     }
 }
 
+/// Where a new key comes from.
+enum NewKey {
+    Generate(crate::KeyAlgorithm),
+    Import(Zeroizing<Vec<u8>>),
+}
+
 fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
     match op {
         Op::Hello => Ok(Response::Hello {
@@ -389,7 +496,13 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             containers: shared
                 .slots
                 .iter()
-                .map(|s| ContainerSummary { serial: s.serial.clone(), backend: "container".into() })
+                .map(|s| ContainerSummary {
+                    serial: s.serial.clone(),
+                    backend: match s.backend {
+                        Backend::Container { .. } => "container".into(),
+                        Backend::Token { .. } => "pkcs11".into(),
+                    },
+                })
                 .collect(),
         }),
         Op::Login { container, pin } => {
@@ -402,7 +515,8 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         Op::Status { container } => {
             let s = slot(shared, &container)?;
             let failures = PinCounter::load(&s.path, s.max_attempts).failures;
-            let open = s.open.read().map_err(lock_err)?;
+            let none = RwLock::new(None);
+            let open = s.container().unwrap_or(&none).read().map_err(lock_err)?;
             let audit_records = s.audit.records();
             Ok(Response::Status(StatusInfo {
                 serial: s.serial.clone(),
@@ -416,10 +530,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         }
         Op::List { container } => {
             let s = slot(shared, &container)?;
-            s.require_login(conn)?;
-            let open = s.open.read().map_err(lock_err)?;
-            let open = open.as_ref().ok_or(VaultError::NotLoggedIn)?;
-            Ok(Response::Keys(open.keys.iter().map(|k| k.info().clone()).collect()))
+            Ok(Response::Keys(s.list(conn)?))
         }
         Op::Info { container, key } => {
             let s = slot(shared, &container)?;
@@ -427,14 +538,11 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         }
         Op::Generate { container, label, algorithm, policy } => {
             let s = slot(shared, &container)?;
-            s.require_login(conn)?;
-            // Generate before taking any lock: an RSA-4096 key takes seconds and signing must go on meanwhile.
-            let pkcs8 = soft::generate_pkcs8(algorithm)?;
-            Ok(Response::Key(s.add_key(conn, &label, pkcs8, true, policy)?))
+            Ok(Response::Key(s.add_key(conn, &label, NewKey::Generate(algorithm), policy)?))
         }
         Op::ImportPkcs8 { container, label, pkcs8, policy } => {
             let s = slot(shared, &container)?;
-            Ok(Response::Key(s.add_key(conn, &label, pkcs8.to_zeroizing(), false, policy)?))
+            Ok(Response::Key(s.add_key(conn, &label, NewKey::Import(pkcs8.to_zeroizing()), policy)?))
         }
         Op::Sign { container, key, alg, msg } => {
             let s = slot(shared, &container)?;
@@ -454,12 +562,18 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         Op::ReadChain { container, key } => {
             let s = slot(shared, &container)?;
             let k = s.find(conn, &key)?;
-            let open = s.open.read().map_err(lock_err)?;
-            let chain = open
-                .as_ref()
-                .and_then(|o| o.container.body.keys.iter().find(|sk| sk.id == k.info().id))
-                .map(|sk| sk.chain.clone())
-                .unwrap_or_default();
+            let chain = match &s.backend {
+                Backend::Token { token, .. } => {
+                    token.cert_chain(&KeySelector::Id(k.info().id.clone()))?.into_iter().map(ByteBuf::from).collect()
+                }
+                Backend::Container { open, .. } => open
+                    .read()
+                    .map_err(lock_err)?
+                    .as_ref()
+                    .and_then(|o| o.container.body.keys.iter().find(|sk| sk.id == k.info().id))
+                    .map(|sk| sk.chain.clone())
+                    .unwrap_or_default(),
+            };
             Ok(Response::Chain(chain))
         }
         Op::StoreChain { container, key, chain } => {
@@ -467,6 +581,11 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             let k = s.find(conn, &key)?;
             let chain: Vec<Vec<u8>> = chain.into_iter().map(ByteBuf::into_vec).collect();
             crate::store::check_leaf_matches(k.info(), &chain)?;
+            if let Backend::Token { token, .. } = &s.backend {
+                let result = token.store_cert_chain(&KeySelector::Id(k.info().id.clone()), chain);
+                s.audit(conn, "store-chain", Some(&k.info().label), None, result.is_ok())?;
+                return result.map(|()| Response::Ok);
+            }
             let result = s.mutate(|open| {
                 let sk = open
                     .container
@@ -495,6 +614,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         }
         Op::ChangePin { container, old, new } => {
             let s = slot(shared, &container)?;
+            s.container()?;
             s.check_pin(conn, old.expose())?;
             let new_mac = mac(&s.mac_key, new.expose());
             let result = s.mutate(|open| {
@@ -507,6 +627,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         }
         Op::Unlock { container, admin_pin, new_pin } => {
             let s = slot(shared, &container)?;
+            let open = s.container()?;
             let _g = s.pin_lock.lock().map_err(lock_err)?;
             let Some(mut c) = Container::open(&s.path, admin_pin.expose(), PinRole::Admin)? else {
                 s.audit(conn, "unlock-failed", None, Some("wrong admin PIN".into()), false)?;
@@ -516,7 +637,7 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             c.save()?;
             PinCounter::default().store(&s.path)?;
             let keys = keys_of(&c)?;
-            *s.open.write().map_err(lock_err)? =
+            *open.write().map_err(lock_err)? =
                 Some(Open { container: c, keys, pin_mac: mac(&s.mac_key, new_pin.expose()) });
             s.audit(conn, "unlock", None, Some("user PIN reset with the admin PIN".into()), true)?;
             Ok(Response::Ok)

@@ -78,9 +78,13 @@ impl Drop for Vaultd {
 
 /// Starts `vaultd` on `container` and waits until the socket answers. On failure, returns what vaultd printed.
 pub fn spawn(container: &Path, socket: &Path) -> Result<Child, String> {
+    spawn_with(&["--container".as_ref(), container.as_os_str()], socket)
+}
+
+/// Starts `vaultd` with `args` plus `--socket socket` and waits until the socket answers.
+pub fn spawn_with(args: &[&std::ffi::OsStr], socket: &Path) -> Result<Child, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .arg("--container")
-        .arg(container)
+        .args(args)
         .arg("--socket")
         .arg(socket)
         .env("CERTVAULT_LOG", "warn")

@@ -230,52 +230,56 @@ pub fn verify(path: &Path, serial: &str) -> Result<Verified> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn ev(op: &str) -> Event<'_> {
         Event { op, key: Some("k"), ok: true, ..Default::default() }
     }
 
     #[test]
-    fn chain_verifies_and_detects_edits_deletions_and_reordering() {
-        let dir = tempfile::tempdir().unwrap();
+    fn chain_verifies_and_detects_edits_deletions_and_reordering() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("a.audit");
-        let log = AuditLog::open(&path, "S1").unwrap();
+        let log = AuditLog::open(&path, "S1")?;
         for op in ["sign", "decrypt", "sign", "generate"] {
-            log.append(ev(op)).unwrap();
+            log.append(ev(op))?;
         }
         drop(log);
-        assert_eq!(verify(&path, "S1").unwrap().records, 4);
+        assert_eq!(verify(&path, "S1")?.records, 4);
         assert!(verify(&path, "S2").is_err(), "a log is bound to its serial");
-        let good = std::fs::read_to_string(&path).unwrap();
+        let good = std::fs::read_to_string(&path)?;
         let lines: Vec<&str> = good.lines().collect();
 
         let edited = good.replacen("\"decrypt\"", "\"sign\"", 1);
-        std::fs::write(&path, edited).unwrap();
+        std::fs::write(&path, edited)?;
         assert!(verify(&path, "S1").unwrap_err().to_string().contains("altered"));
 
         let deleted = [lines[0], lines[2], lines[3]].join("\n") + "\n";
-        std::fs::write(&path, deleted).unwrap();
+        std::fs::write(&path, deleted)?;
         assert!(verify(&path, "S1").is_err());
 
         let swapped = [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n";
-        std::fs::write(&path, swapped).unwrap();
+        std::fs::write(&path, swapped)?;
         assert!(verify(&path, "S1").is_err());
         assert!(AuditLog::open(&path, "S1").is_err(), "a broken log is not appended to");
+        Ok(())
     }
 
     #[test]
-    fn partial_last_line_is_cut_and_recorded() {
-        let dir = tempfile::tempdir().unwrap();
+    fn partial_last_line_is_cut_and_recorded() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("a.audit");
-        let log = AuditLog::open(&path, "S1").unwrap();
-        log.append(ev("sign")).unwrap();
+        let log = AuditLog::open(&path, "S1")?;
+        log.append(ev("sign"))?;
         drop(log);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"seq\":2,\"time_ms\":1").unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path)?;
+        f.write_all(b"{\"seq\":2,\"time_ms\":1")?;
         drop(f);
-        let log = AuditLog::open(&path, "S1").unwrap();
-        log.append(ev("sign")).unwrap();
-        let recs = log.read(0, 100).unwrap();
+        let log = AuditLog::open(&path, "S1")?;
+        log.append(ev("sign"))?;
+        let recs = log.read(0, 100)?;
         assert_eq!(recs.iter().map(|r| r.op.as_str()).collect::<Vec<_>>(), ["sign", "log-recovered", "sign"]);
-        assert_eq!(verify(&path, "S1").unwrap().records, 3);
+        assert_eq!(verify(&path, "S1")?.records, 3);
+        Ok(())
     }
 }

@@ -450,56 +450,61 @@ impl PinCounter {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     const FAST: KdfParams = KdfParams { m_kib: 64, t: 1, p: 1 };
 
     #[test]
-    fn create_open_save_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
+    fn create_open_save_round_trip() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("d.cvault");
-        let mut c = Container::create(&path, "CV-1", b"1234", b"admin-pin", FAST, 3).unwrap();
+        let mut c = Container::create(&path, "CV-1", b"1234", b"admin-pin", FAST, 3)?;
         c.body.update_counter = 7;
-        c.save().unwrap();
-        assert!(Container::open(&path, b"9999", PinRole::User).unwrap().is_none());
-        let c = Container::open(&path, b"1234", PinRole::User).unwrap().unwrap();
+        c.save()?;
+        assert!(Container::open(&path, b"9999", PinRole::User)?.is_none());
+        let c = Container::open(&path, b"1234", PinRole::User)?.ok_or("wrong PIN")?;
         assert_eq!(c.body.update_counter, 7);
-        let mut a = Container::open(&path, b"admin-pin", PinRole::Admin).unwrap().unwrap();
-        a.set_user_pin(b"5678").unwrap();
-        a.save().unwrap();
-        assert!(Container::open(&path, b"1234", PinRole::User).unwrap().is_none());
-        assert!(Container::open(&path, b"5678", PinRole::User).unwrap().is_some());
+        let mut a = Container::open(&path, b"admin-pin", PinRole::Admin)?.ok_or("wrong admin PIN")?;
+        a.set_user_pin(b"5678")?;
+        a.save()?;
+        assert!(Container::open(&path, b"1234", PinRole::User)?.is_none());
+        assert!(Container::open(&path, b"5678", PinRole::User)?.is_some());
         assert!(Container::create(&path, "CV-1", b"1234", b"admin", FAST, 3).is_err());
+        Ok(())
     }
 
     #[test]
-    fn every_flipped_byte_and_truncation_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    fn every_flipped_byte_and_truncation_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("d.cvault");
-        Container::create(&path, "CV-2", b"1234", b"admin-pin", FAST, 3).unwrap();
-        let good = fs::read(&path).unwrap();
+        Container::create(&path, "CV-2", b"1234", b"admin-pin", FAST, 3)?;
+        let good = fs::read(&path)?;
         let step = (good.len() / 40).max(1);
         for i in (0..good.len()).step_by(step) {
             let mut b = good.clone();
             b[i] ^= 0x40;
-            fs::write(&path, &b).unwrap();
+            fs::write(&path, &b)?;
             // Either an error or "wrong PIN" (a flipped slot), never an opened container.
             assert!(!matches!(Container::open(&path, b"1234", PinRole::User), Ok(Some(_))), "byte {i}");
         }
         for len in [0, 5, 13, 40, good.len() - 1] {
-            fs::write(&path, &good[..len]).unwrap();
+            fs::write(&path, &good[..len])?;
             assert!(Container::open(&path, b"1234", PinRole::User).is_err(), "length {len}");
         }
         let mut b = good.clone();
         b[9] = 9;
-        fs::write(&path, &b).unwrap();
+        fs::write(&path, &b)?;
         let err = Container::open(&path, b"1234", PinRole::User).unwrap_err().to_string();
         assert!(err.contains("version 9"), "{err}");
+        Ok(())
     }
 
     #[test]
-    fn second_lock_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    fn second_lock_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("d.cvault");
-        let _held = lock(&path).unwrap();
+        let _held = lock(&path)?;
         assert!(matches!(lock(&path), Err(VaultError::ContainerBusy(_))));
+        Ok(())
     }
 }

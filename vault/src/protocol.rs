@@ -342,8 +342,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn frames_round_trip_and_limits_hold() {
+    fn frames_round_trip_and_limits_hold() -> TestResult {
         let req = Request {
             v: PROTOCOL_VERSION,
             op: Op::Sign {
@@ -354,15 +356,16 @@ mod tests {
             },
         };
         let mut buf = Vec::new();
-        write_frame(&mut buf, &req).unwrap();
-        let bytes = read_frame_bytes(&mut buf.as_slice()).unwrap().unwrap();
-        let back: Request = decode(&bytes).unwrap();
+        write_frame(&mut buf, &req)?;
+        let bytes = read_frame_bytes(&mut buf.as_slice())?.ok_or("no frame")?;
+        let back: Request = decode(&bytes)?;
         assert!(matches!(back.op, Op::Sign { alg: SignAlg::RsaPssSha256, .. }));
 
         let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
         assert!(read_frame_bytes(&mut &huge[..]).is_err());
         assert!(read_frame_bytes(&mut &[0u8, 0, 0, 9, 1][..]).is_err(), "truncated frame");
-        assert!(read_frame_bytes(&mut &[][..]).unwrap().is_none());
+        assert!(read_frame_bytes(&mut &[][..])?.is_none());
         assert!(decode::<Request>(&[0xff, 0x00, 0x13]).is_err());
+        Ok(())
     }
 }

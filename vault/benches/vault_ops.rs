@@ -27,6 +27,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use certvault::container::{Container, KdfParams};
+use certvault::pkcs11::softhsm;
 use certvault::pkcs11::{Pkcs11Key, Pkcs11Token};
 use certvault::soft::{generate_pkcs8, SoftKey};
 use certvault::{
@@ -486,28 +487,10 @@ impl SoftHsm {
             .map_err(|e| format!("softhsm2-util not runnable ({e}); install softhsm2"))?;
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
         let dir = tempfile::Builder::new().prefix("certvault-bench-hsm-").tempdir().map_err(|e| format!("{e}"))?;
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).map_err(|e| format!("{e}"))?;
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n\
-                 slots.mechanisms = ALL\nlibrary.reset_on_fork = false\n",
-                tokens.display()
-            ),
-        )
-        .map_err(|e| format!("{e}"))?;
+        let conf = softhsm::write_config(dir.path()).map_err(|e| e.to_string())?;
         // Read by the module when it is first initialized, which happens below; no other thread runs yet.
         std::env::set_var("SOFTHSM2_CONF", &conf);
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", "certvault-bench", "--pin", "123456", "--so-pin", "12345678"])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .map_err(|e| format!("softhsm2-util: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr).trim()));
-        }
+        softhsm::init_token(&conf, "certvault-bench", "123456", "12345678").map_err(|e| e.to_string())?;
         let token = Pkcs11Token::open(Path::new(SOFTHSM_MODULE), "certvault-bench", Some(PIN))
             .map_err(|e| format!("opening the token: {e}"))?;
         let mut opened = Vec::new();

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PIN: &[u8] = b"246810";
 const ADMIN_PIN: &[u8] = b"demo-admin-pin";
-const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM: &str = certvault::pkcs11::softhsm::MODULE;
 const HANDSHAKES: usize = 3;
 
 /// Kills vaultd when the demo ends, however it ends.
@@ -68,23 +68,13 @@ fn start_vaultd(container: &Path, socket: &Path) -> Result<Daemon> {
 
 /// A SoftHSM2 token in `dir`, if SoftHSM2 is installed.
 fn softhsm_token(dir: &Path) -> Result<Option<(Pkcs11Token, String)>> {
-    if !Path::new(SOFTHSM).exists() {
+    if !certvault::pkcs11::softhsm::available() {
         return Ok(None);
     }
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens)?;
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
-    )?;
+    let conf = certvault::pkcs11::softhsm::write_config(dir)?;
     // Set before the module is loaded in this process; nothing else runs yet.
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "demo-token", "--pin", "246810", "--so-pin", "13579135"])
-        .output()
-        .context("running softhsm2-util")?;
-    ensure!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+    certvault::pkcs11::softhsm::init_token(&conf, "demo-token", "246810", "13579135")?;
     let token = Pkcs11Token::open(Path::new(SOFTHSM), "demo-token", Some(PIN))?;
     Ok(Some((token, format!("pkcs11:token=demo-token;object=demo-client?module-path={SOFTHSM}"))))
 }

@@ -127,30 +127,16 @@ enum Cmd {
     },
     /// Sign a file with a key inside the vault.
     Sign {
-        /// Key label.
-        #[arg(long)]
-        label: String,
-        /// Algorithm, e.g. rsa-pss-sha256, rsa-pkcs1-sha256, ecdsa-p256-sha256.
-        #[arg(long, value_parser = parse_sign_alg)]
-        alg: SignAlg,
-        /// File to sign.
-        #[arg(long = "in", value_name = "FILE")]
-        input: PathBuf,
+        #[command(flatten)]
+        signed: SignedFile,
         /// Signature output (ECDSA: DER).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// Verify a signature made by `sign` against the key's public half.
     Verify {
-        /// Key label.
-        #[arg(long)]
-        label: String,
-        /// Algorithm.
-        #[arg(long, value_parser = parse_sign_alg)]
-        alg: SignAlg,
-        /// Signed file.
-        #[arg(long = "in", value_name = "FILE")]
-        input: PathBuf,
+        #[command(flatten)]
+        signed: SignedFile,
         /// Signature file.
         #[arg(long, value_name = "FILE")]
         sig: PathBuf,
@@ -194,6 +180,20 @@ enum AuditCmd {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// A file, a key and an algorithm: what `sign` and `verify` share.
+#[derive(Args, Debug)]
+struct SignedFile {
+    /// Key label.
+    #[arg(long)]
+    label: String,
+    /// Algorithm, e.g. rsa-pss-sha256, rsa-pkcs1-sha256, ecdsa-p256-sha256.
+    #[arg(long, value_parser = parse_sign_alg)]
+    alg: SignAlg,
+    /// The signed file.
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -450,7 +450,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "imported {} key {:?} (id {})", info.algorithm, info.label, info.id_hex())?;
             writeln!(stdout, "the key now lives in the vault: destroy {}", pkcs8.display())?;
         }
-        Cmd::Sign { label, alg, input, out } => {
+        Cmd::Sign { signed: SignedFile { label, alg, input }, out } => {
             let client = store(&cli.conn)?;
             let key = client.key(&KeySelector::Label(label.clone()))?;
             let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
@@ -458,7 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(out, &sig).with_context(|| format!("writing {}", out.display()))?;
             writeln!(stdout, "signed {} with {label:?} ({alg}): {} bytes", input.display(), sig.len())?;
         }
-        Cmd::Verify { label, alg, input, sig } => {
+        Cmd::Verify { signed: SignedFile { label, alg, input }, sig } => {
             let client = store(&cli.conn)?;
             let key = client.key(&KeySelector::Label(label.clone()))?;
             let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;

@@ -4,14 +4,13 @@
 //! Without SoftHSM2 the tests skip with a message, unless `CERTVAULT_REQUIRE_SOFTHSM` is set (CI), where they fail.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use certvault::pkcs11::Pkcs11Token;
 
 /// Debian's SoftHSM2 module.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = certvault::pkcs11::softhsm::MODULE;
 /// User PIN of every test token.
 pub const PIN: &[u8] = b"123456";
 
@@ -20,8 +19,7 @@ pub const PIN: &[u8] = b"123456";
 pub fn setup(tokens: &'static [&'static str]) -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let have_util = Command::new("softhsm2-util").arg("--version").output().is_ok();
-        if !Path::new(MODULE).exists() || !have_util {
+        if !certvault::pkcs11::softhsm::available() {
             if std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_some() {
                 panic!("CERTVAULT_REQUIRE_SOFTHSM is set but SoftHSM2 ({MODULE}, softhsm2-util) is missing");
             }
@@ -31,27 +29,11 @@ pub fn setup(tokens: &'static [&'static str]) -> Option<&'static Path> {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         remove_stale(base);
         let dir = tempfile::Builder::new().prefix("softhsm-").tempdir_in(base).expect("temp dir").keep();
-        let token_dir = dir.join("tokens");
-        std::fs::create_dir(&token_dir).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n\
-                 slots.mechanisms = ALL\nlibrary.reset_on_fork = false\n",
-                token_dir.display()
-            ),
-        )
-        .unwrap();
+        let conf = certvault::pkcs11::softhsm::write_config(&dir).expect("softhsm2.conf");
         // Before any thread initializes the module, which reads it.
         std::env::set_var("SOFTHSM2_CONF", &conf);
         for label in tokens {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", label, "--pin", "123456", "--so-pin", "12345678"])
-                .env("SOFTHSM2_CONF", &conf)
-                .output()
-                .expect("softhsm2-util");
-            assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+            certvault::pkcs11::softhsm::init_token(&conf, label, "123456", "12345678").expect("init token");
         }
         Some(dir)
     })

@@ -50,3 +50,30 @@ pub fn check_leaf_matches(info: &KeyInfo, chain: &[Vec<u8>]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Opens the key a `pkcs11:` or `vaultd:` URI names, logging in with the URI's PIN source. This is how
+/// applications (the OPC UA server and client) get their key from configuration.
+///
+/// ```no_run
+/// let key = certvault::store::open_key(
+///     &"vaultd:serial=CV-0001;object=opcua-server?socket=/run/certvault/vaultd.sock&pin-source=env:CERTVAULT_PIN"
+///         .parse()?,
+/// )?;
+/// println!("{} key {}", key.info().algorithm, key.info().label);
+/// # Ok::<(), certvault::VaultError>(())
+/// ```
+pub fn open_key(uri: &crate::uri::KeyUri) -> Result<SharedKey> {
+    use crate::uri::KeyUri;
+    match uri {
+        KeyUri::Pkcs11(p) => Ok(crate::pkcs11::Pkcs11Key::open_uri(p)?),
+        KeyUri::Vaultd(v) => {
+            let selector = v.key_selector()?;
+            let socket = v.socket.clone().unwrap_or_else(crate::daemon::server::default_socket);
+            let client = crate::DaemonClient::connect(socket, v.serial.clone())?;
+            if let Some(pin) = &v.pin {
+                client.login(&pin.read()?)?;
+            }
+            client.key(&selector)
+        }
+    }
+}

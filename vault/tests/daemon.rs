@@ -386,3 +386,35 @@ fn every_key_use_is_in_the_audit_log_and_the_chain_verifies() {
     let log = certvault::container::sidecar(&v.container, "audit");
     assert_eq!(certvault::audit::verify(&log, "CV-AUDIT").unwrap().records as usize, records.len());
 }
+
+#[test]
+fn keys_open_from_vaultd_uris() {
+    let v = Vaultd::start("CV-URI");
+    let info = v.client().generate("opcua-server", KeyAlgorithm::EcP256, KeyPolicy::default()).unwrap();
+    let pin_file = v.dir.path().join("pin");
+    std::fs::write(&pin_file, b"123456\n").unwrap();
+    let uri = format!(
+        "vaultd:serial=CV-URI;object=opcua-server?socket={}&pin-source=file:{}",
+        v.socket.display(),
+        pin_file.display()
+    );
+    let key = certvault::store::open_key(&uri.parse().unwrap()).unwrap();
+    assert_eq!(key.info().spki_der, info.spki_der);
+    let sig = key.sign(SignAlg::EcdsaP256Sha256, b"m").unwrap();
+    PublicKey::from_spki(&info.spki_der).unwrap().verify(SignAlg::EcdsaP256Sha256, b"m", &sig).unwrap();
+
+    let no_key = format!("vaultd:serial=CV-URI?socket={}", v.socket.display());
+    assert!(matches!(certvault::store::open_key(&no_key.parse().unwrap()), Err(VaultError::BadUri { .. })));
+    let wrong = format!(
+        "vaultd:serial=CV-URI;object=nope?socket={}&pin-source=file:{}",
+        v.socket.display(),
+        pin_file.display()
+    );
+    assert!(matches!(certvault::store::open_key(&wrong.parse().unwrap()), Err(VaultError::KeyNotFound(_))));
+    let other_serial = format!(
+        "vaultd:serial=CV-OTHER;object=opcua-server?socket={}&pin-source=file:{}",
+        v.socket.display(),
+        pin_file.display()
+    );
+    assert!(certvault::store::open_key(&other_serial.parse().unwrap()).is_err());
+}

@@ -1,0 +1,15 @@
+//! OPC UA Secure Conversation (UASC), sans-IO: chunks, asymmetric (OPN) and symmetric (MSG/CLO) security,
+//! policies and key derivation.
+
+pub mod chunk;
+pub mod keys;
+pub mod policy;
+
+/// Which end of the secure channel we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Opens the channel and sends requests.
+    Client,
+    /// Accepts the channel and answers requests.
+    Server,
+}

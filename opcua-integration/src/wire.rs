@@ -98,7 +98,8 @@ pub(crate) fn byte_string_len(v: Option<&[u8]>) -> usize {
     4 + v.map_or(0, <[u8]>::len)
 }
 
-/// Overwrites a little-endian u32 at `at`; a no-op if `out` is too short (callers write the field first).
+#[cfg(test)]
+/// Overwrites a little-endian u32 at `at`; a no-op if `out` is too short.
 pub(crate) fn patch_u32(out: &mut [u8], at: usize, v: u32) {
     if let Some(dst) = out.get_mut(at..at + 4) {
         dst.copy_from_slice(&v.to_le_bytes());

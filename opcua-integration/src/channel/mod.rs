@@ -1,9 +1,11 @@
 //! OPC UA Secure Conversation (UASC), sans-IO: chunks, asymmetric (OPN) and symmetric (MSG/CLO) security,
 //! policies and key derivation.
 
+pub mod asymmetric;
 pub mod chunk;
 pub mod keys;
 pub mod policy;
+pub mod symmetric;
 
 /// Which end of the secure channel we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

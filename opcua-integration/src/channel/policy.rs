@@ -48,6 +48,7 @@ pub enum SymmetricSignature {
 
 impl SymmetricSignature {
     /// MAC length in bytes.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             SymmetricSignature::HmacSha1 => 20,

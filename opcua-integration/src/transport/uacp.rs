@@ -499,7 +499,7 @@ impl Limits {
         self.check_peer([hello.receive_buffer_size, hello.send_buffer_size])?;
         // Version 0 is the lowest there is, so any requested version can be answered with it.
         let ack = Acknowledge {
-            protocol_version: PROTOCOL_VERSION.min(hello.protocol_version),
+            protocol_version: PROTOCOL_VERSION,
             receive_buffer_size: self.receive_buffer_size.min(hello.send_buffer_size),
             send_buffer_size: self.send_buffer_size.min(hello.receive_buffer_size),
             max_message_size: self.max_message_size,

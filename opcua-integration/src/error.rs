@@ -57,6 +57,15 @@ pub enum Error {
     /// A certificate that cannot be used (unparsable, not ours, missing).
     #[error("certificate invalid: {0}")]
     CertificateInvalid(String),
+    /// A certificate the trust decision rejected, with the status code of the failed check (BadCertificateUntrusted,
+    /// BadCertificateTimeInvalid, BadCertificateRevoked, ...).
+    #[error("certificate rejected ({status}): {reason}")]
+    CertificateRejected {
+        /// The status of the failed check.
+        status: StatusCode,
+        /// What failed.
+        reason: String,
+    },
     /// A certificate whose key does not meet the security policy (key length, algorithm).
     #[error("certificate does not meet the security policy: {0}")]
     CertificatePolicyCheckFailed(String),
@@ -140,6 +149,7 @@ impl Error {
             Error::Decoding(_) => StatusCode::BadDecodingError,
             Error::SecurityChecksFailed(_) => StatusCode::BadSecurityChecksFailed,
             Error::CertificateInvalid(_) => StatusCode::BadCertificateInvalid,
+            Error::CertificateRejected { status, .. } => *status,
             Error::CertificatePolicyCheckFailed(_) => StatusCode::BadCertificatePolicyCheckFailed,
             Error::SecurityPolicyRejected(_) => StatusCode::BadSecurityPolicyRejected,
             Error::SecurityModeRejected(_) => StatusCode::BadSecurityModeRejected,
@@ -162,9 +172,16 @@ impl Error {
         }
     }
 
-    /// True when the error must close the secure channel (everything except a peer's abort of one message).
+    /// True when the error must close the secure channel: everything except failures that concern one message (an
+    /// abort, a message too large to send, a response to a request we no longer wait for).
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Error::Remote { .. } | Error::RequestTooLarge { .. } | Error::ResponseTooLarge { .. })
+        !matches!(
+            self,
+            Error::Remote { .. }
+                | Error::RequestTooLarge { .. }
+                | Error::ResponseTooLarge { .. }
+                | Error::RequestIdUnknown(_)
+        )
     }
 
     pub(crate) fn truncated(what: &'static str) -> Error {

@@ -233,39 +233,42 @@ pub fn open_layout(
     })
 }
 
-/// Builds a secured OPN chunk: signed by `local`'s vault key, encrypted to `peer`. With policy None, `peer` may be
-/// `None` and the chunk goes out in clear. Fails if the chunk would exceed `max_chunk_size` (OPN is one chunk).
+/// Builds a secured OPN chunk: signed by `local`'s vault key, encrypted to `peer`. With policy None neither is
+/// needed and the chunk goes out in clear. Fails if the chunk would exceed `max_chunk_size` (OPN is one chunk).
 pub fn seal_open(
     policy: SecurityPolicy,
-    local: &LocalIdentity,
+    local: Option<&LocalIdentity>,
     peer: Option<&PeerCertificate>,
     secure_channel_id: u32,
     sequence: SequenceHeader,
     body: &[u8],
     max_chunk_size: usize,
 ) -> Result<Vec<u8>> {
-    let (security, layout) = match (policy.asymmetric_signature(), peer) {
-        (None, _) => {
-            let security = AsymmetricSecurityHeader {
-                security_policy_uri: policy.uri().to_owned(),
-                sender_certificate: None,
-                receiver_certificate_thumbprint: None,
-            };
-            let layout = open_layout(policy, security.encoded_len(), local.key_algorithm(), local.key_algorithm())?;
-            (security, layout)
+    let secured = match (policy.asymmetric_signature(), local, peer) {
+        (None, _, _) => None,
+        (Some(_), Some(local), Some(peer)) => Some((local, peer)),
+        (Some(_), _, _) => {
+            return Err(Error::InvalidState(
+                "a secured OpenSecureChannel needs our identity and the peer's certificate",
+            ))
         }
-        (Some(_), None) => return Err(Error::InvalidState("a secured OpenSecureChannel needs the peer's certificate")),
-        (Some(_), Some(peer)) => {
+    };
+    let security = AsymmetricSecurityHeader {
+        security_policy_uri: policy.uri().to_owned(),
+        sender_certificate: secured.map(|(local, _)| local.certificate_chain().to_vec()),
+        receiver_certificate_thumbprint: secured.map(|(_, peer)| peer.thumbprint().to_vec()),
+    };
+    let layout = match secured {
+        None => ChunkLayout {
+            security_header_len: security.encoded_len(),
+            signature_len: 0,
+            encryption: None,
+            extra_padding: false,
+        },
+        Some((local, peer)) => {
             policy.check_key_bits(rsa_bits(local.key_algorithm())?)?;
             policy.check_key_bits(rsa_bits(peer.public_key().algorithm())?)?;
-            let security = AsymmetricSecurityHeader {
-                security_policy_uri: policy.uri().to_owned(),
-                sender_certificate: Some(local.certificate_chain().to_vec()),
-                receiver_certificate_thumbprint: Some(peer.thumbprint().to_vec()),
-            };
-            let layout =
-                open_layout(policy, security.encoded_len(), local.key_algorithm(), peer.public_key().algorithm())?;
-            (security, layout)
+            open_layout(policy, security.encoded_len(), local.key_algorithm(), peer.public_key().algorithm())?
         }
     };
     let size = layout.chunk_len(body.len());
@@ -287,8 +290,8 @@ pub fn seal_open(
     let encrypted_from = out.len();
     sequence.encode(&mut out);
     out.extend_from_slice(body);
-    let (Some(sign_alg), Some(enc_alg), Some(peer), Some(blocks)) =
-        (policy.asymmetric_signature(), policy.asymmetric_encryption(), peer, layout.encryption)
+    let (Some(sign_alg), Some(enc_alg), Some((local, peer)), Some(blocks)) =
+        (policy.asymmetric_signature(), policy.asymmetric_encryption(), secured, layout.encryption)
     else {
         return Ok(out);
     };
@@ -484,7 +487,7 @@ pub(crate) mod tests {
                     let body: Vec<u8> = (0..body_len).map(|i| (i * 7) as u8).collect();
                     client_count.signs.store(0, Ordering::SeqCst);
                     server_count.decrypts.store(0, Ordering::SeqCst);
-                    let chunk = seal_open(policy, &client, Some(&server_cert), 0, seq(), &body, 8192).unwrap();
+                    let chunk = seal_open(policy, Some(&client), Some(&server_cert), 0, seq(), &body, 8192).unwrap();
                     assert_eq!(client_count.signs.load(Ordering::SeqCst), 1);
                     let security = AsymmetricSecurityHeader::decode(&chunk).unwrap();
                     let encrypted = chunk.len() - CHUNK_HEADER_LEN - security.encoded_len();
@@ -515,9 +518,16 @@ pub(crate) mod tests {
         assert!(layout.extra_padding);
         for body_len in [0usize, 255, 256, 300, 445, 446, 447, 2000] {
             let body = vec![0x5a; body_len];
-            let chunk =
-                seal_open(SecurityPolicy::Aes256Sha256RsaPss, &client, Some(&server_cert), 3, seq(), &body, 65535)
-                    .unwrap();
+            let chunk = seal_open(
+                SecurityPolicy::Aes256Sha256RsaPss,
+                Some(&client),
+                Some(&server_cert),
+                3,
+                seq(),
+                &body,
+                65535,
+            )
+            .unwrap();
             let opened = open_open(&chunk, Some(&server), DeprecatedPolicies::Reject).unwrap();
             assert_eq!(opened.body, body);
             assert_eq!(opened.header.secure_channel_id, 3);
@@ -530,7 +540,7 @@ pub(crate) mod tests {
         let (_, server) = counting(2048, "server");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
         for policy in [SecurityPolicy::Basic128Rsa15, SecurityPolicy::Basic256] {
-            let chunk = seal_open(policy, &client, Some(&server_cert), 0, seq(), b"legacy", 8192).unwrap();
+            let chunk = seal_open(policy, Some(&client), Some(&server_cert), 0, seq(), b"legacy", 8192).unwrap();
             let e = open_open(&chunk, Some(&server), DeprecatedPolicies::Reject).unwrap_err();
             assert_eq!(e.status_code(), StatusCode::BadSecurityPolicyRejected);
             assert_eq!(open_open(&chunk, Some(&server), DeprecatedPolicies::Allow).unwrap().body, b"legacy");
@@ -540,7 +550,7 @@ pub(crate) mod tests {
     #[test]
     fn policy_none_goes_in_clear() {
         let (_, client) = counting(2048, "client");
-        let chunk = seal_open(SecurityPolicy::None, &client, None, 0, seq(), b"hello", 8192).unwrap();
+        let chunk = seal_open(SecurityPolicy::None, Some(&client), None, 0, seq(), b"hello", 8192).unwrap();
         assert!(chunk.ends_with(b"hello"));
         let opened = open_open(&chunk, None, DeprecatedPolicies::Reject).unwrap();
         assert_eq!(opened.body, b"hello");
@@ -554,7 +564,7 @@ pub(crate) mod tests {
         let (_, other) = counting(2048, "other");
         let other_cert = PeerCertificate::from_der(other.certificate()).unwrap();
         let chunk =
-            seal_open(SecurityPolicy::Basic256Sha256, &client, Some(&other_cert), 0, seq(), b"x", 8192).unwrap();
+            seal_open(SecurityPolicy::Basic256Sha256, Some(&client), Some(&other_cert), 0, seq(), b"x", 8192).unwrap();
         let e = open_open(&chunk, Some(&server), DeprecatedPolicies::Reject).unwrap_err();
         assert_eq!(e.status_code(), StatusCode::BadCertificateInvalid);
     }
@@ -578,7 +588,7 @@ pub(crate) mod tests {
         let (_, server) = counting(2048, "server");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
         let chunk =
-            seal_open(SecurityPolicy::Basic256Sha256, &client, Some(&server_cert), 0, seq(), b"x", 8192).unwrap();
+            seal_open(SecurityPolicy::Basic256Sha256, Some(&client), Some(&server_cert), 0, seq(), b"x", 8192).unwrap();
         let bad = with_security_header(&chunk, |h| h.security_policy_uri = "http://example.com/#Rot13".into());
         let e = open_open(&bad, Some(&server), DeprecatedPolicies::Reject).unwrap_err();
         assert_eq!(e.status_code(), StatusCode::BadSecurityPolicyRejected);
@@ -594,7 +604,7 @@ pub(crate) mod tests {
         let (_, mallory) = counting(2048, "other");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
         for policy in POLICIES {
-            let chunk = seal_open(policy, &client, Some(&server_cert), 0, seq(), b"open sesame", 8192).unwrap();
+            let chunk = seal_open(policy, Some(&client), Some(&server_cert), 0, seq(), b"open sesame", 8192).unwrap();
             // Claiming another sender: its key does not verify the signature.
             let forged = with_security_header(&chunk, |h| h.sender_certificate = Some(mallory.certificate().to_vec()));
             let e = open_open(&forged, Some(&server), DeprecatedPolicies::Reject).unwrap_err();
@@ -626,7 +636,7 @@ pub(crate) mod tests {
         let (_, server) = counting(2048, "server");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
         let chunk =
-            seal_open(SecurityPolicy::Basic256Sha256, &client, Some(&server_cert), 0, seq(), b"x", 8192).unwrap();
+            seal_open(SecurityPolicy::Basic256Sha256, Some(&client), Some(&server_cert), 0, seq(), b"x", 8192).unwrap();
         let none = with_security_header(&chunk, |h| h.sender_certificate = None);
         assert_eq!(
             open_open(&none, Some(&server), DeprecatedPolicies::Reject).unwrap_err().status_code(),
@@ -676,10 +686,11 @@ pub(crate) mod tests {
         let (_, client) = counting(2048, "client");
         let (_, server) = counting(2048, "server");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
-        let e = seal_open(SecurityPolicy::Basic256Sha256, &client, Some(&server_cert), 0, seq(), &[0; 9000], 8192)
-            .unwrap_err();
+        let e =
+            seal_open(SecurityPolicy::Basic256Sha256, Some(&client), Some(&server_cert), 0, seq(), &[0; 9000], 8192)
+                .unwrap_err();
         assert_eq!(e.status_code(), StatusCode::BadEncodingLimitsExceeded);
-        assert!(seal_open(SecurityPolicy::Basic256Sha256, &client, None, 0, seq(), b"", 8192).is_err());
+        assert!(seal_open(SecurityPolicy::Basic256Sha256, Some(&client), None, 0, seq(), b"", 8192).is_err());
     }
 
     #[test]
@@ -688,7 +699,8 @@ pub(crate) mod tests {
         let (_, server) = counting(2048, "server");
         let server_cert = PeerCertificate::from_der(server.certificate()).unwrap();
         // Basic256 allows at most 2048 bits.
-        let e = seal_open(SecurityPolicy::Basic256, &client, Some(&server_cert), 0, seq(), b"", 8192).unwrap_err();
+        let e =
+            seal_open(SecurityPolicy::Basic256, Some(&client), Some(&server_cert), 0, seq(), b"", 8192).unwrap_err();
         assert_eq!(e.status_code(), StatusCode::BadCertificatePolicyCheckFailed);
     }
 }

@@ -5,6 +5,8 @@ pub mod asymmetric;
 pub mod chunk;
 pub mod keys;
 pub mod policy;
+pub mod secure_channel;
+pub mod sequence;
 pub mod symmetric;
 
 /// Which end of the secure channel we are.

@@ -6,7 +6,12 @@
 //! The protocol core is sans-IO in the style of rustls and quinn-proto: bytes in, bytes and events out, time passed
 //! in as a parameter. Modules:
 //! - [`transport::uacp`]: the OPC UA Connection Protocol (Hello/Acknowledge/Error/ReverseHello, framing, limits);
-//! - [`channel`]: the secure channel (chunks, security policies, key derivation, symmetric and asymmetric security).
+//! - [`channel`]: the secure channel: [`channel::chunk`] (headers, layout, splitting, reassembly),
+//!   [`channel::policy`], [`channel::keys`] (P_SHA1/P_SHA256), [`channel::symmetric`] (MSG/CLO),
+//!   [`channel::asymmetric`] (OPN, through the vault), [`channel::sequence`], and the client/server state machine
+//!   [`channel::secure_channel`].
+//!
+//! Every failure is an [`Error`] whose [`Error::status_code`] is the OPC UA status the specification names.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

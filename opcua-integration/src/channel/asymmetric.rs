@@ -225,10 +225,14 @@ pub fn open_layout(
     let receiver_bits = rsa_bits(receiver_key)?;
     rsa_bits(sender_key)?;
     let cipher = receiver_key.signature_len();
+    let plain = enc.max_plaintext(cipher);
+    if plain == 0 {
+        return Err(Error::CertificatePolicyCheckFailed(format!("a {receiver_bits}-bit key is too short for {enc}")));
+    }
     Ok(ChunkLayout {
         security_header_len,
         signature_len: sender_key.signature_len(),
-        encryption: Some(Blocks { plain: enc.max_plaintext(cipher), cipher }),
+        encryption: Some(Blocks { plain, cipher }),
         extra_padding: receiver_bits > 2048,
     })
 }
@@ -357,6 +361,7 @@ pub fn open_open(chunk: &[u8], local: Option<&LocalIdentity>, deprecated: Deprec
     let sender = PeerCertificate::from_der(sender_der)?;
     let sender_key = sender.public_key().algorithm();
     policy.check_key_bits(rsa_bits(sender_key)?)?;
+    policy.check_key_bits(rsa_bits(local.key_algorithm())?)?;
     match security_header.receiver_certificate_thumbprint.as_deref() {
         Some(t) if t == local.thumbprint().as_slice() => {}
         Some(_) => {

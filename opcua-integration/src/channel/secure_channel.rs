@@ -806,25 +806,26 @@ impl SecureChannel {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
+    //! A client and a server channel wired back to back in memory.
     use super::*;
     use crate::channel::asymmetric::tests::cached;
     use crate::transport::uacp::Limits;
 
-    fn limits() -> (Negotiated, Negotiated) {
+    pub(super) fn limits() -> (Negotiated, Negotiated) {
         let l = Limits::default();
         let hello = l.hello("opc.tcp://localhost:4840").unwrap();
         let (ack, server) = l.acknowledge(&hello).unwrap();
         (l.accept_acknowledge(&hello, &ack).unwrap(), server)
     }
 
-    fn identity(bits: u32, name: &'static str) -> LocalIdentity {
+    pub(super) fn identity(bits: u32, name: &'static str) -> LocalIdentity {
         let (key, cert) = cached(bits, name);
         LocalIdentity::new(key, cert).unwrap()
     }
 
     #[derive(Debug)]
-    struct RejectAll;
+    pub(super) struct RejectAll;
 
     impl CertificateValidator for RejectAll {
         fn validate(&self, _: &PeerCertificate, _: SecurityPolicy) -> Result<()> {
@@ -835,16 +836,16 @@ mod tests {
         }
     }
 
-    struct Setup {
-        policy: SecurityPolicy,
-        mode: SecurityMode,
-        server_bits: u32,
-        endpoints: Vec<(SecurityPolicy, SecurityMode)>,
-        validator: Arc<dyn CertificateValidator>,
+    pub(super) struct Setup {
+        pub(super) policy: SecurityPolicy,
+        pub(super) mode: SecurityMode,
+        pub(super) server_bits: u32,
+        pub(super) endpoints: Vec<(SecurityPolicy, SecurityMode)>,
+        pub(super) validator: Arc<dyn CertificateValidator>,
     }
 
     impl Setup {
-        fn new(policy: SecurityPolicy, mode: SecurityMode) -> Self {
+        pub(super) fn new(policy: SecurityPolicy, mode: SecurityMode) -> Self {
             Setup {
                 policy,
                 mode,
@@ -854,7 +855,7 @@ mod tests {
             }
         }
 
-        fn build(&self) -> (SecureChannel, SecureChannel) {
+        pub(super) fn build(&self) -> (SecureChannel, SecureChannel) {
             let (cl, sl) = limits();
             let server_id = identity(self.server_bits, "server");
             let secured = !self.policy.is_none();
@@ -886,18 +887,18 @@ mod tests {
         }
     }
 
-    fn at(base: Instant, ms: u64) -> Now {
+    pub(super) fn at(base: Instant, ms: u64) -> Now {
         Now { instant: base + Duration::from_millis(ms), utc: DateTime::now() }
     }
 
-    fn pump(from: &mut SecureChannel, to: &mut SecureChannel, now: Now) -> Result<()> {
+    pub(super) fn pump(from: &mut SecureChannel, to: &mut SecureChannel, now: Now) -> Result<()> {
         while let Some(frame) = from.poll_transmit() {
             to.handle_frame(&frame, now)?;
         }
         Ok(())
     }
 
-    fn open(setup: &Setup, base: Instant) -> (SecureChannel, SecureChannel) {
+    pub(super) fn open(setup: &Setup, base: Instant) -> (SecureChannel, SecureChannel) {
         let (mut client, mut server) = setup.build();
         client.open(at(base, 0)).unwrap();
         pump(&mut client, &mut server, at(base, 0)).unwrap();
@@ -909,6 +910,12 @@ mod tests {
         assert_eq!(server.poll_event(), Some(expected));
         (client, server)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     fn exchange(client: &mut SecureChannel, server: &mut SecureChannel, now: Now, len: usize) {
         let request: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -1149,5 +1156,101 @@ mod tests {
         let r = server.handle_frame(b"HELF\x20\0\0\0", at(base, 0));
         assert!(r.is_err());
         assert!(server.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    //! Mutated and random inputs: every one must come back as an error, never as a panic.
+    use super::tests_support::*;
+    use super::*;
+    use crate::channel::asymmetric::AsymmetricSecurityHeader;
+    use crate::channel::chunk::decode_abort_body;
+    use crate::transport::uacp::{FrameDecoder, UacpMessage};
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn mutate(rng: &mut XorShift, valid: &[u8]) -> Vec<u8> {
+        let mut v = valid.to_vec();
+        match rng.below(4) {
+            0 => {
+                for _ in 0..=rng.below(4) {
+                    let i = rng.below(v.len());
+                    v[i] ^= 1 << rng.below(8);
+                }
+            }
+            1 => v.truncate(rng.below(v.len())),
+            2 => v.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+            _ => {
+                let i = rng.below(v.len());
+                v[i] = rng.next() as u8;
+            }
+        }
+        // Keep MessageSize consistent half of the time, so the deeper layers are reached.
+        if v.len() >= 8 && rng.below(2) == 0 {
+            let n = v.len() as u32;
+            v[4..8].copy_from_slice(&n.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn mutated_open_requests_never_panic() {
+        let base = Instant::now();
+        let setup = Setup::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
+        let (mut client, _) = setup.build();
+        client.open(at(base, 0)).unwrap();
+        let valid = client.poll_transmit().unwrap();
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rejected = 0;
+        for _ in 0..150 {
+            let (_, mut server) = setup.build();
+            let input = mutate(&mut rng, &valid);
+            if server.handle_frame(&input, at(base, 0)).is_err() {
+                rejected += 1;
+                assert!(server.is_closed());
+            }
+        }
+        assert!(rejected > 140, "almost every mutation must be refused ({rejected})");
+    }
+
+    #[test]
+    fn mutated_and_random_messages_never_panic() {
+        let base = Instant::now();
+        let setup = Setup::new(SecurityPolicy::Aes256Sha256RsaPss, SecurityMode::SignAndEncrypt);
+        let (mut client, mut server) = open(&setup, base);
+        client.send_request(&[7u8; 100]).unwrap();
+        let valid = client.poll_transmit().unwrap();
+        let token = server.current.as_ref().unwrap();
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        for _ in 0..2000 {
+            let input = mutate(&mut rng, &valid);
+            if input != valid {
+                assert!(token.opener.open(&input).is_err());
+            }
+            let _ = UacpMessage::decode(&input);
+            let _ = AsymmetricSecurityHeader::decode(&input);
+            let _ = decode_abort_body(&input);
+            let mut dec = FrameDecoder::new(65535);
+            dec.push(&input);
+            while let Ok(Some(_)) = dec.next_frame() {}
+            let noise: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+            let _ = UacpMessage::decode(&noise);
+            let _ = crate::channel::chunk::ChunkHeader::decode(&noise);
+        }
+        // The untouched chunk still opens: the server's state was never touched by the above.
+        server.handle_frame(&valid, at(base, 1)).unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! Asymmetric chunk security for OpenSecureChannel (Part 6 §6.7.2.3, §6.7.2.5): the asymmetric security header,
-//! signing with our [`VaultKey`], block-wise RSA encryption to the peer's certificate, and on receipt block-wise
+//! signing with our [`certvault::VaultKey`], block-wise RSA encryption to the peer's certificate, and on receipt block-wise
 //! decryption in the vault (one `decrypt` call per RSA block), signature verification with the sender's certificate
 //! and the padding checks, including ExtraPaddingSize when the receiver's key is longer than 2048 bits.
 //!

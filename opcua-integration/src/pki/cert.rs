@@ -166,11 +166,19 @@ impl Cert {
                 ParsedExtension::ParseError { error } => {
                     return Err(format!("extension {} does not parse: {error}", ext.oid));
                 }
-                ParsedExtension::UnsupportedExtension { .. } if ext.critical => {
-                    // RFC 5280 §4.2: a certificate with a critical extension we cannot process must be rejected.
-                    return Err(format!("unsupported critical extension {}", ext.oid));
-                }
                 _ => {}
+            }
+            let enforced = matches!(
+                ext.parsed_extension(),
+                ParsedExtension::BasicConstraints(_)
+                    | ParsedExtension::KeyUsage(_)
+                    | ParsedExtension::ExtendedKeyUsage(_)
+                    | ParsedExtension::SubjectAlternativeName(_)
+            );
+            if ext.critical && !enforced {
+                // RFC 5280 §4.2: a critical extension the validator does not process (name constraints, policies...)
+                // makes the certificate unusable.
+                return Err(format!("critical extension {} is not supported", ext.oid));
             }
         }
         Ok(cert)
@@ -273,13 +281,10 @@ impl Crl {
                 ParsedExtension::AuthorityKeyIdentifier(aki) => {
                     authority_key_id = aki.key_identifier.as_ref().map(|id| id.0.to_vec())
                 }
-                ParsedExtension::IssuingDistributionPoint(_) if ext.critical => {
-                    // A partitioned or delta CRL does not list every revoked certificate, so it cannot prove a
-                    // certificate unrevoked; this stack only uses complete CRLs.
-                    return Err("CRL with an issuingDistributionPoint (partial CRL) is not supported".into());
-                }
-                ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. } if ext.critical => {
-                    return Err(format!("unsupported critical CRL extension {}", ext.oid));
+                _ if ext.critical => {
+                    // Partitioned (issuingDistributionPoint) and delta CRLs do not list every revoked certificate,
+                    // so they cannot prove a certificate unrevoked; only complete CRLs are used.
+                    return Err(format!("critical CRL extension {} is not supported", ext.oid));
                 }
                 _ => {}
             }

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use x509_parser::pem::Pem;
 
-use super::cert::{hex, sha1, Cert, Crl};
+use super::cert::{hex, sha1, split_chain, Cert, Crl};
 use super::status::CertError;
 use super::validate::{evaluate, TrustSnapshot, ValidatedCert, ValidationContext};
 
@@ -107,8 +107,18 @@ enum Parsed {
 #[derive(Debug)]
 pub struct PkiStore {
     root: PathBuf,
-    cache: Mutex<HashMap<PathBuf, (Stamp, Parsed)>>,
+    cache: Mutex<Cache>,
 }
+
+/// Parsed files by path, and the last snapshot with the listing it was built from.
+#[derive(Debug, Default)]
+struct Cache {
+    files: HashMap<PathBuf, (Stamp, Parsed)>,
+    last: Option<(Listing, Arc<TrustSnapshot>)>,
+}
+
+/// The trust folders' files with their stamps, in a fixed order: equal listings mean equal trust lists.
+type Listing = Vec<(Folder, PathBuf, Stamp)>;
 
 impl PkiStore {
     /// Opens the store at `root`, creating missing folders (the root with mode 0700 on Unix, as it decides trust).
@@ -125,7 +135,7 @@ impl PkiStore {
             let dir = root.join(folder.rel());
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
-        let store = PkiStore { root, cache: Mutex::new(HashMap::new()) };
+        let store = PkiStore { root, cache: Mutex::new(Cache::default()) };
         if fs::read_dir(store.dir(Folder::OwnPrivate)).is_ok_and(|mut d| d.next().is_some()) {
             tracing::warn!(
                 dir = %store.dir(Folder::OwnPrivate).display(),
@@ -176,8 +186,10 @@ impl PkiStore {
         if let Err(e) = &result {
             tracing::info!(status = %e.status_code(), "certificate refused: {e}");
             if e.should_reject() {
-                if let Some(leaf) = chain.first() {
-                    if let Err(io) = self.reject(leaf) {
+                // The first element may be a whole chain ByteString; only its first certificate is the peer's.
+                let leaf = chain.first().and_then(|c| split_chain(c).ok()).and_then(|c| c.into_iter().next());
+                if let Some(leaf) = leaf {
+                    if let Err(io) = self.reject(&leaf) {
                         tracing::warn!("could not record the rejected certificate: {io}");
                     }
                 }
@@ -191,24 +203,69 @@ impl PkiStore {
         evaluate(&self.snapshot(), chain, ctx)
     }
 
-    /// The trust lists as they are on disk now.
-    pub(crate) fn snapshot(&self) -> TrustSnapshot {
+    /// The trust lists as they are on disk now. The folders are listed on every call; files are parsed only when new
+    /// or changed, and an unchanged listing returns the previous snapshot as is.
+    pub(crate) fn snapshot(&self) -> Arc<TrustSnapshot> {
+        let listing = self.listing();
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((last, snap)) = &cache.last {
+            if *last == listing {
+                return Arc::clone(snap);
+            }
+        }
         let mut snap = TrustSnapshot::default();
-        let mut seen = Vec::new();
-        for folder in [Folder::TrustedCerts, Folder::IssuerCerts, Folder::TrustedCrl, Folder::IssuerCrl] {
+        for (folder, path, stamp) in &listing {
             let want_crl = matches!(folder, Folder::TrustedCrl | Folder::IssuerCrl);
-            for parsed in load_folder(&mut cache, &self.dir(folder), want_crl, &mut seen) {
-                match (parsed, folder) {
-                    (Parsed::Certs(c), Folder::TrustedCerts) => snap.trusted.extend(c.iter().cloned()),
-                    (Parsed::Certs(c), _) => snap.issuers.extend(c.iter().cloned()),
-                    (Parsed::Crls(c), _) => snap.crls.extend(c.iter().cloned()),
-                }
+            let fresh = cache.files.get(path).is_some_and(|(s, _)| s == stamp);
+            if !fresh {
+                let parsed = if stamp.len > MAX_FILE_LEN {
+                    tracing::warn!(path = %path.display(), "skipping oversized file");
+                    empty(want_crl)
+                } else {
+                    parse_file(path, want_crl)
+                };
+                cache.files.insert(path.clone(), (*stamp, parsed));
+            }
+            match (cache.files.get(path).map(|(_, p)| p), folder) {
+                (Some(Parsed::Certs(c)), Folder::TrustedCerts) => snap.trusted.extend(c.iter().cloned()),
+                (Some(Parsed::Certs(c)), _) => snap.issuers.extend(c.iter().cloned()),
+                (Some(Parsed::Crls(c)), _) => snap.crls.extend(c.iter().cloned()),
+                (None, _) => {}
             }
         }
         // Forget files that are gone, so the cache cannot grow without bound.
-        cache.retain(|path, _| seen.contains(path));
+        cache.files.retain(|path, _| listing.iter().any(|(_, p, _)| p == path));
+        let snap = Arc::new(snap);
+        cache.last = Some((listing, Arc::clone(&snap)));
         snap
+    }
+
+    fn listing(&self) -> Listing {
+        let mut out = Vec::new();
+        for folder in [Folder::TrustedCerts, Folder::IssuerCerts, Folder::TrustedCrl, Folder::IssuerCrl] {
+            let dir = self.dir(folder);
+            let want_crl = matches!(folder, Folder::TrustedCrl | Folder::IssuerCrl);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "cannot list trust folder: {e}");
+                    continue;
+                }
+            };
+            let mut files: Vec<(Folder, PathBuf, Stamp)> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| has_extension(p, want_crl))
+                .filter_map(|p| {
+                    // Follows symlinks, so an operator may link certificates in from elsewhere.
+                    let meta = fs::metadata(&p).ok().filter(|m| m.is_file())?;
+                    Some((folder, p, Stamp { mtime: meta.modified().ok(), len: meta.len() }))
+                })
+                .collect();
+            files.sort_by(|a, b| a.1.cmp(&b.1));
+            out.extend(files);
+        }
+        out
     }
 
     /// The certificates in own/certs.
@@ -281,47 +338,6 @@ impl PkiStore {
             }
         }
     }
-}
-
-/// Lists `dir` and returns the parsed contents of its readable files, parsing only files not in `cache` with the
-/// same stamp. Paths listed are appended to `seen`.
-fn load_folder<'c>(
-    cache: &'c mut HashMap<PathBuf, (Stamp, Parsed)>,
-    dir: &Path,
-    want_crl: bool,
-    seen: &mut Vec<PathBuf>,
-) -> Vec<&'c Parsed> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), "cannot list trust folder: {e}");
-            return Vec::new();
-        }
-    };
-    let mut paths = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::metadata(&path) else { continue };
-        if !meta.is_file() || !has_extension(&path, want_crl) {
-            continue;
-        }
-        let stamp = Stamp { mtime: meta.modified().ok(), len: meta.len() };
-        let fresh = cache.get(&path).is_some_and(|(s, _)| *s == stamp);
-        if !fresh {
-            let parsed = if meta.len() > MAX_FILE_LEN {
-                tracing::warn!(path = %path.display(), "skipping oversized file");
-                empty(want_crl)
-            } else {
-                parse_file(&path, want_crl)
-            };
-            cache.insert(path.clone(), (stamp, parsed));
-        }
-        paths.push(path);
-    }
-    paths.sort();
-    seen.extend(paths.iter().cloned());
-    let cache: &'c HashMap<_, _> = cache;
-    paths.iter().filter_map(|p| cache.get(p)).map(|(_, parsed)| parsed).collect()
 }
 
 fn empty(want_crl: bool) -> Parsed {

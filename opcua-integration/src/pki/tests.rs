@@ -197,8 +197,7 @@ fn untrusted_is_rejected_then_trusted_by_a_file_move() {
 fn pem_files_are_read() {
     let (_d, s) = store();
     let leaf = self_signed_leaf(key(0));
-    let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", base64_lines(&leaf));
-    std::fs::write(s.trusted_certs_dir().join("peer.pem"), pem).unwrap();
+    std::fs::write(s.trusted_certs_dir().join("peer.pem"), pem("CERTIFICATE", &leaf)).unwrap();
     // Garbage next to it is skipped, not fatal.
     std::fs::write(s.trusted_certs_dir().join("junk.der"), b"\x30\x03abc").unwrap();
     std::fs::write(s.trusted_certs_dir().join("junk.pem"), b"not pem at all").unwrap();
@@ -611,5 +610,120 @@ fn status_code_table() {
     for (e, local, wire) in cases {
         assert_eq!(e.status_code(), local, "{e}");
         assert_eq!(e.wire_status_code(), wire, "{e}");
+    }
+}
+
+#[test]
+fn unchanged_folders_reuse_the_snapshot() {
+    let (_d, s) = store();
+    let pki = one_ca();
+    s.trust(&pki.root).unwrap();
+    let a = s.snapshot();
+    let b = s.snapshot();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    s.add_crl(&crl(key(0), &pki.root, &[]), true).unwrap();
+    let c = s.snapshot();
+    assert!(!std::sync::Arc::ptr_eq(&b, &c));
+    assert_eq!((c.trusted.len(), c.crls.len()), (1, 1));
+}
+
+#[test]
+fn unreadable_crl_files_are_skipped() {
+    let (_d, s) = store();
+    let pki = one_ca();
+    s.trust(&pki.root).unwrap();
+    let good = crl(key(0), &pki.root, &[]);
+    std::fs::write(s.trusted_crl_dir().join("cut.crl"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(s.issuer_crl_dir().join("cert.der"), &pki.root).unwrap();
+    assert_eq!(code(s.validate(from_ref(&pki.leaf), &ctx())), StatusCode::BadCertificateRevocationUnknown);
+    // Flipped bits in a CRL: never a panic, and a CRL whose signature breaks does not count.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut m = good.clone();
+        let i = x as usize % m.len();
+        m[i] ^= 1 << (x >> 32) % 8;
+        let _ = Crl::from_der(&m);
+    }
+    std::fs::write(s.trusted_crl_dir().join("good.pem"), pem("X509 CRL", &good)).unwrap();
+    assert!(s.validate(from_ref(&pki.leaf), &ctx()).is_ok());
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", base64_lines(der))
+}
+
+#[test]
+fn rejecting_a_chain_bytestring_keeps_only_the_leaf() {
+    let (_d, s) = store();
+    let pki = one_ca();
+    let bytes = [pki.leaf.clone(), pki.root.clone()].concat();
+    assert_eq!(code(s.validate(&[bytes], &ctx())), StatusCode::BadCertificateUntrusted);
+    let rejected = s.rejected_certificates();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].der(), &pki.leaf[..]);
+}
+
+#[test]
+fn unknown_critical_extension_is_invalid() {
+    let (_d, s) = store();
+    let pki = one_ca();
+    let odd = issue_with(key(0), &pki.root, &spki(key(1)), |p| {
+        let mut ext = rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+        ext.set_criticality(true);
+        p.custom_extensions.push(ext);
+    });
+    s.trust(&pki.root).unwrap();
+    s.add_crl(&crl(key(0), &pki.root, &[]), true).unwrap();
+    assert_eq!(code(s.validate(&[odd], &ctx())), StatusCode::BadCertificateInvalid);
+}
+
+#[test]
+fn trusted_leaf_of_an_unknown_ca_is_chain_incomplete() {
+    // Part 4 §6.1.3 (1.05): trust needs a chain up to a self-signed root, even for a leaf trusted by itself.
+    let (_d, s) = store();
+    let pki = one_ca();
+    s.trust(&pki.leaf).unwrap();
+    assert_eq!(code(s.evaluate(from_ref(&pki.leaf), &ctx())), StatusCode::BadCertificateChainIncomplete);
+    s.add_issuer(&pki.root).unwrap();
+    s.add_crl(&crl(key(0), &pki.root, &[]), false).unwrap();
+    assert_eq!(s.evaluate(from_ref(&pki.leaf), &ctx()).unwrap().trusted_by, TrustAnchor::Leaf);
+}
+
+/// A longer mutation run than `garbage_never_panics`: `cargo test -p certvault-opcua -- --ignored mutation_soak`.
+#[test]
+#[ignore]
+fn mutation_soak() {
+    let (_d, s) = store();
+    let pki = one_ca();
+    s.trust(&pki.root).unwrap();
+    let good_crl = crl(key(0), &pki.root, &[&pki.leaf]);
+    s.add_crl(&good_crl, true).unwrap();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..100_000u32 {
+        let base = if round % 2 == 0 { &pki.leaf } else { &good_crl };
+        let mut m = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = next() as usize % m.len();
+            match next() % 4 {
+                0 => m[i] ^= 1 << (next() % 8),
+                1 => m[i] = next() as u8,
+                2 => m.truncate(i.max(1)),
+                _ => m.insert(i, next() as u8),
+            }
+        }
+        if round % 2 == 0 {
+            let _ = s.evaluate(&[m], &ctx());
+        } else {
+            let _ = Crl::from_der(&m);
+        }
     }
 }

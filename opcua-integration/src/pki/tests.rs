@@ -644,7 +644,7 @@ fn unreadable_crl_files_are_skipped() {
         x ^= x << 17;
         let mut m = good.clone();
         let i = x as usize % m.len();
-        m[i] ^= 1 << (x >> 32) % 8;
+        m[i] ^= 1 << ((x >> 32) % 8);
         let _ = Crl::from_der(&m);
     }
     std::fs::write(s.trusted_crl_dir().join("good.pem"), pem("X509 CRL", &good)).unwrap();

@@ -214,6 +214,26 @@ impl Cert {
         &self.uris
     }
 
+    /// The subjectAltName DNS names.
+    pub fn dns_names(&self) -> &[String] {
+        &self.dns_names
+    }
+
+    /// The subjectAltName IP addresses.
+    pub fn ip_addresses(&self) -> &[IpAddr] {
+        &self.ips
+    }
+
+    /// Start and end of the validity period, in seconds since the Unix epoch.
+    pub fn validity(&self) -> (i64, i64) {
+        (self.not_before, self.not_after)
+    }
+
+    /// True for a CA certificate (basicConstraints cA).
+    pub fn is_ca(&self) -> bool {
+        self.is_ca
+    }
+
     /// The DER SubjectPublicKeyInfo.
     pub fn spki(&self) -> &[u8] {
         &self.spki

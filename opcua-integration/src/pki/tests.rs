@@ -163,9 +163,9 @@ fn trusted_self_signed_leaf_passes() {
     let leaf = self_signed_leaf(key(0));
     s.trust(&leaf).unwrap();
     let ok = s.validate(from_ref(&leaf), &ctx().with_host("peer.example")).unwrap();
-    assert_eq!(ok.trusted_by, TrustAnchor::Leaf);
+    assert_eq!(ok.trusted_by(), TrustAnchor::Leaf);
     assert_eq!(ok.leaf().der(), &leaf[..]);
-    assert!(ok.suppressed.is_empty());
+    assert!(ok.suppressed().is_empty());
     // IP addresses match too.
     assert!(s.validate(&[leaf], &ctx().with_host("192.0.2.7")).is_ok());
 }
@@ -228,8 +228,8 @@ fn ca_issued_leaf_with_trusted_ca_and_crl_passes() {
     s.trust(&pki.root).unwrap();
     s.add_crl(&crl(key(0), &pki.root, &[]), true).unwrap();
     let ok = s.validate(from_ref(&pki.leaf), &ctx()).unwrap();
-    assert_eq!(ok.trusted_by, TrustAnchor::Issuer(1));
-    assert_eq!(ok.chain.len(), 2);
+    assert_eq!(ok.trusted_by(), TrustAnchor::Issuer(1));
+    assert_eq!(ok.chain().len(), 2);
     // The CA may also come with the chain, and the CRL may sit in issuer/crl.
     let (_d2, s2) = store();
     s2.trust(&pki.root).unwrap();
@@ -248,8 +248,8 @@ fn missing_crl_is_revocation_unknown_unless_suppressed() {
     assert!(files(&s.rejected_certs_dir()).is_empty());
     let opts = ValidationOptions { suppress_revocation_unknown: true, ..Default::default() };
     let ok = s.validate(&[pki.leaf], &ctx().with_options(opts)).unwrap();
-    assert_eq!(ok.suppressed.len(), 1);
-    assert_eq!(ok.suppressed[0].status_code(), StatusCode::BadCertificateRevocationUnknown);
+    assert_eq!(ok.suppressed().len(), 1);
+    assert_eq!(ok.suppressed()[0].status_code(), StatusCode::BadCertificateRevocationUnknown);
 }
 
 #[test]
@@ -291,8 +291,8 @@ fn intermediate_chain_passes_and_revoked_intermediate_fails() {
     s.add_crl(&crl(key(1), &inter, &[]), false).unwrap();
     let root_crl = s.add_crl(&crl(key(0), &root, &[]), true).unwrap();
     let ok = s.validate(&[leaf.clone(), inter.clone()], &ctx()).unwrap();
-    assert_eq!(ok.chain.len(), 3);
-    assert_eq!(ok.trusted_by, TrustAnchor::Issuer(2));
+    assert_eq!(ok.chain().len(), 3);
+    assert_eq!(ok.trusted_by(), TrustAnchor::Issuer(2));
 
     // The root's CRL missing: the intermediate's status is unknown.
     std::fs::remove_file(&root_crl).unwrap();
@@ -531,7 +531,7 @@ fn concatenated_chain_bytestring_is_split() {
     s.add_crl(&crl(key(0), &pki.root, &[]), true).unwrap();
     let bytes = [pki.leaf.clone(), pki.root.clone()].concat();
     assert_eq!(split_chain(&bytes).unwrap().len(), 2);
-    assert_eq!(s.validate(&[bytes], &ctx()).unwrap().chain.len(), 2);
+    assert_eq!(s.validate(&[bytes], &ctx()).unwrap().chain().len(), 2);
 }
 
 #[test]
@@ -689,7 +689,7 @@ fn trusted_leaf_of_an_unknown_ca_is_chain_incomplete() {
     assert_eq!(code(s.evaluate(from_ref(&pki.leaf), &ctx())), StatusCode::BadCertificateChainIncomplete);
     s.add_issuer(&pki.root).unwrap();
     s.add_crl(&crl(key(0), &pki.root, &[]), false).unwrap();
-    assert_eq!(s.evaluate(from_ref(&pki.leaf), &ctx()).unwrap().trusted_by, TrustAnchor::Leaf);
+    assert_eq!(s.evaluate(from_ref(&pki.leaf), &ctx()).unwrap().trusted_by(), TrustAnchor::Leaf);
 }
 
 /// A longer mutation run than `garbage_never_panics`: `cargo test -p certvault-opcua -- --ignored mutation_soak`.

@@ -117,19 +117,31 @@ pub enum TrustAnchor {
 /// A certificate that passed validation.
 #[derive(Clone, Debug)]
 pub struct ValidatedCert {
-    /// Leaf first, then its issuers up to the self-signed root.
-    pub chain: Vec<Cert>,
-    /// What made the chain trusted.
-    pub trusted_by: TrustAnchor,
-    /// Failures ignored because [`ValidationOptions`] suppress them.
-    pub suppressed: Vec<CertError>,
+    chain: Vec<Cert>,
+    trusted_by: TrustAnchor,
+    suppressed: Vec<CertError>,
 }
 
 impl ValidatedCert {
     /// The peer's certificate.
     pub fn leaf(&self) -> &Cert {
-        // invariant: a chain always holds at least the leaf (built from a non-empty input).
+        // invariant: only `evaluate` builds this, always with at least the leaf.
         &self.chain[0]
+    }
+
+    /// Leaf first, then its issuers up to the self-signed root.
+    pub fn chain(&self) -> &[Cert] {
+        &self.chain
+    }
+
+    /// What made the chain trusted.
+    pub fn trusted_by(&self) -> TrustAnchor {
+        self.trusted_by
+    }
+
+    /// Failures ignored because [`ValidationOptions`] suppress them (to be audited).
+    pub fn suppressed(&self) -> &[CertError] {
+        &self.suppressed
     }
 }
 
@@ -149,6 +161,7 @@ pub(crate) fn evaluate(
 ) -> Result<ValidatedCert, CertError> {
     let now = unix_seconds(ctx.now);
     let received = parse_received(chain)?;
+    // invariant from here on: `path` holds at least the leaf (build_chain starts from the non-empty `received`).
     let (path, sig_errors) = build_chain(trust, &received)?;
     if let Some(e) = sig_errors.into_iter().next() {
         return Err(e);
@@ -204,6 +217,7 @@ fn parse_received(chain: &[Vec<u8>]) -> Result<Vec<Cert>, CertError> {
 /// issuer/ up to a self-signed root. Among several candidates the one whose key verifies the signature is taken, so
 /// a renewed CA with the same name does not break chains.
 fn build_chain(trust: &TrustSnapshot, received: &[Cert]) -> Result<(Vec<Cert>, Vec<CertError>), CertError> {
+    // invariant: parse_received never returns an empty list.
     let mut path = vec![received[0].clone()];
     let mut sig_errors = Vec::new();
     let pool: Vec<&Cert> = received[1..].iter().chain(&trust.trusted).chain(&trust.issuers).collect();

@@ -19,7 +19,7 @@ pub enum IdentityError {
     #[error("vault key: {0}")]
     VaultKey(String),
     /// The certificate was issued for another key.
-    #[error("own certificate '{subject}' does not belong to the vault key (certificate key {cert_key}, vault key {vault_key})")]
+    #[error("own certificate '{subject}' is not for the vault key (certificate: {cert_key}, vault: {vault_key})")]
     KeyMismatch {
         /// The certificate subject.
         subject: String,

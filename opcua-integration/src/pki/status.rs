@@ -40,7 +40,7 @@ pub enum CertError {
         reason: String,
     },
     /// An issuer of the chain was found neither in the received chain nor in issuer/ or trusted/.
-    #[error("certificate chain incomplete: no issuer '{issuer}' for '{subject}' in the chain, issuer/certs or trusted/certs")]
+    #[error("chain incomplete: issuer '{issuer}' of '{subject}' is not in the chain, issuer/certs or trusted/certs")]
     ChainIncomplete {
         /// The certificate whose issuer is missing.
         subject: String,

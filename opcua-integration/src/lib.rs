@@ -9,7 +9,8 @@
 //! - [`channel`]: the secure channel: [`channel::chunk`] (headers, layout, splitting, reassembly),
 //!   [`channel::policy`], [`channel::keys`] (P_SHA1/P_SHA256), [`channel::symmetric`] (MSG/CLO),
 //!   [`channel::asymmetric`] (OPN, through the vault), [`channel::sequence`], and the client/server state machine
-//!   [`channel::secure_channel`].
+//!   [`channel::secure_channel`];
+//! - [`pki`]: the trust store (Part 12 Annex F layout) and certificate validation (Part 4 §6.1.3).
 //!
 //! Every failure is an [`Error`] whose [`Error::status_code`] is the OPC UA status the specification names.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 
 pub mod channel;
 pub mod error;
+pub mod pki;
 pub mod transport;
 mod wire;
 

@@ -1110,6 +1110,29 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_are_judged_by_the_pki_store() {
+        use crate::pki::{PkiStore, Role, StoreValidator, ValidationOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(PkiStore::create_or_open(dir.path()).unwrap());
+        let base = Instant::now();
+        let mut setup = Setup::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
+        setup.validator = Arc::new(StoreValidator::new(store.clone(), Role::Client, ValidationOptions::default()));
+
+        // Unknown client: refused with the code that does not reveal the trust list, and kept for the operator.
+        let (mut client, mut server) = setup.build();
+        client.open(at(base, 0)).unwrap();
+        let r = pump(&mut client, &mut server, at(base, 0));
+        expect_closed_with(&mut server, r, StatusCode::BadSecurityChecksFailed);
+        let rejected: Vec<_> = std::fs::read_dir(dir.path().join("rejected/certs")).unwrap().flatten().collect();
+        assert_eq!(rejected.len(), 1);
+
+        // The operator trusts it by moving the file; the next channel opens without any restart.
+        let file = rejected[0].path();
+        std::fs::rename(&file, dir.path().join("trusted/certs").join(file.file_name().unwrap())).unwrap();
+        open(&setup, base);
+    }
+
+    #[test]
     fn response_to_an_unknown_request_is_reported_but_keeps_the_channel() {
         let base = Instant::now();
         let (mut client, mut server) = open(&Setup::new(SecurityPolicy::Basic256Sha256, SecurityMode::Sign), base);

@@ -11,6 +11,7 @@
 //! private key.
 
 mod cert;
+mod channel;
 mod identity;
 mod policy;
 mod sigalg;
@@ -22,6 +23,7 @@ mod validate;
 mod tests;
 
 pub use cert::{split_chain, Cert, Crl, ExtKeyUsage, KeyUsageBits};
+pub use channel::{limits_for, StoreValidator};
 pub use identity::{check_own_certificate, IdentityError};
 pub use policy::{PolicyLimits, Role};
 pub use sigalg::CertSigAlg;

@@ -40,7 +40,7 @@ pub fn limits_for(policy: SecurityPolicy) -> PolicyLimits {
 impl CertificateValidator for StoreValidator {
     fn validate(&self, peer: &PeerCertificate, policy: SecurityPolicy) -> Result<()> {
         let chain = split_chain(peer.certificate_chain()).map_err(Error::CertificateInvalid)?;
-        let ctx = ValidationContext::new(self.peer_role, limits_for(policy)).with_options(self.options.clone());
+        let ctx = ValidationContext::new(self.peer_role, limits_for(policy)).with_options(self.options);
         match self.store.validate(&chain, &ctx) {
             Ok(_) => Ok(()),
             Err(e) => {

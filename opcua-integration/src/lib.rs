@@ -16,7 +16,10 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod client;
 pub mod error;
+pub mod server;
+pub mod service;
 pub mod transport;
 mod wire;
 

@@ -93,7 +93,7 @@ impl Discovery {
                 security_level: security_level(policy, mode),
             })
             .collect();
-        endpoints.sort_by(|a, b| b.security_level.cmp(&a.security_level));
+        endpoints.sort_by_key(|e| std::cmp::Reverse(e.security_level));
         Discovery { application, endpoints, codec: BodyCodec::new() }
     }
 

@@ -45,7 +45,7 @@ impl ConnectionConfig {
 
     fn check_endpoint_url(&self, url: &str) -> Result<()> {
         let parsed = OpcTcpUrl::parse(url)?;
-        if !self.endpoint_paths.iter().any(|p| *p == parsed.path) {
+        if !self.endpoint_paths.contains(&parsed.path) {
             return Err(Error::EndpointUrlInvalid(format!("no endpoint at {url:?}")));
         }
         Ok(())
@@ -190,16 +190,10 @@ impl ServerConnection {
     }
 
     fn fail(&mut self, err: &Error) {
-        match &mut self.phase {
-            // The channel has already queued its Error message (it closes itself on fatal errors); errors that are
-            // not fatal (a stray response id) leave it open.
-            Phase::Channel(channel) => {
-                if !channel.is_closed() {
-                    return;
-                }
-            }
-            Phase::AwaitingHello { .. } => self.abort(err),
-            Phase::Closed => {}
+        // In the channel phase the channel has already queued its Error message and closed itself if the error is
+        // fatal; errors that are not (a stray response id) leave it open.
+        if matches!(self.phase, Phase::AwaitingHello { .. }) {
+            self.abort(err);
         }
     }
 

@@ -134,6 +134,12 @@ pub enum Error {
     /// An encoding error from the OPC UA types layer.
     #[error("{0}")]
     Types(#[from] opcua_types::Error),
+    /// The socket failed (connect, read, write).
+    #[error("transport: {0}")]
+    Io(#[from] std::io::Error),
+    /// Something did not happen in time (Hello, a response, the vault).
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
 }
 
 impl Error {
@@ -169,6 +175,8 @@ impl Error {
             Error::Vault(_) => StatusCode::BadInternalError,
             Error::Crypto(_) => StatusCode::BadInternalError,
             Error::Types(e) => e.status(),
+            Error::Io(_) => StatusCode::BadCommunicationError,
+            Error::Timeout(_) => StatusCode::BadTimeout,
         }
     }
 

@@ -17,8 +17,11 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod client;
 pub mod error;
 pub mod pki;
+pub mod server;
+pub mod service;
 pub mod transport;
 mod wire;
 

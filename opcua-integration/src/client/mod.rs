@@ -1,0 +1,442 @@
+//! The OPC UA client over `opc.tcp`: Hello/Acknowledge, OpenSecureChannel (and renewal at 75 % of the token
+//! lifetime), the discovery services, and CloseSecureChannel.
+//!
+//! A connected [`Client`] is a handle to a task that owns the socket and the sans-IO [`SecureChannel`]. Opening
+//! and renewing the channel sign and decrypt with our vault key, so those steps run on a blocking thread.
+//!
+//! ```no_run
+//! # async fn demo(identity: certvault_opcua::channel::asymmetric::LocalIdentity, server_cert: Vec<u8>)
+//! # -> certvault_opcua::Result<()> {
+//! use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+//!
+//! let client = certvault_opcua::client::connect(
+//!     "opc.tcp://127.0.0.1:4840/",
+//!     SecurityPolicy::Aes256Sha256RsaPss,
+//!     SecurityMode::SignAndEncrypt,
+//!     Some(identity),
+//!     Some(&server_cert),
+//! )
+//! .await?;
+//! for endpoint in client.get_endpoints().await? {
+//!     println!("{} {:?}", endpoint.security_policy_uri, endpoint.security_mode);
+//! }
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use opcua_types::{
+    ApplicationDescription, DateTime, EndpointDescription, FindServersRequest, FindServersResponse,
+    GetEndpointsRequest, GetEndpointsResponse, NodeId, ObjectId, RequestHeader,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::channel::asymmetric::{LocalIdentity, PeerCertificate};
+use crate::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
+use crate::channel::secure_channel::{ClientConfig, Event, Now, SecureChannel};
+use crate::error::{Error, Result};
+use crate::service::{BodyCodec, HasServiceResult};
+use crate::transport::connection::ClientHandshake;
+use crate::transport::tcp::{self, on_blocking, read_some, sleep_until};
+use crate::transport::uacp::{FrameDecoder, Limits, Negotiated};
+use crate::transport::url::OpcTcpUrl;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The endpoint's policy.
+    pub policy: SecurityPolicy,
+    /// The endpoint's mode.
+    pub mode: SecurityMode,
+    /// Our certificate and vault key (needed unless the policy is None).
+    pub identity: Option<LocalIdentity>,
+    /// The server's certificate (DER, from its EndpointDescription), already trusted by the caller.
+    pub server_certificate: Option<Vec<u8>>,
+    /// Transport limits.
+    pub limits: Limits,
+    /// Requested token lifetime; the client renews at 75 % of what the server grants.
+    pub requested_lifetime: Duration,
+    /// Bound for connecting, the handshake, the channel open and each request.
+    pub timeout: Duration,
+    /// Whether the deprecated SHA-1 policies may be used.
+    pub deprecated: DeprecatedPolicies,
+}
+
+impl ClientOptions {
+    /// Options for `policy`/`mode` with defaults: one-hour tokens, 30 s timeout, default limits.
+    pub fn new(policy: SecurityPolicy, mode: SecurityMode) -> Self {
+        ClientOptions {
+            policy,
+            mode,
+            identity: None,
+            server_certificate: None,
+            limits: Limits::default(),
+            requested_lifetime: Duration::from_secs(3600),
+            timeout: Duration::from_secs(30),
+            deprecated: DeprecatedPolicies::Reject,
+        }
+    }
+}
+
+/// Connects to `url` and opens a secure channel with `policy` and `mode`. `identity` and `server_certificate` are
+/// needed unless the policy is None.
+pub async fn connect(
+    url: &str,
+    policy: SecurityPolicy,
+    mode: SecurityMode,
+    identity: Option<LocalIdentity>,
+    server_certificate: Option<&[u8]>,
+) -> Result<Client> {
+    let mut options = ClientOptions::new(policy, mode);
+    options.identity = identity;
+    options.server_certificate = server_certificate.map(<[u8]>::to_vec);
+    Client::connect_with(url, options).await
+}
+
+/// What the client task reports about its channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelState {
+    /// The server-assigned channel id.
+    pub secure_channel_id: u32,
+    /// The newest token id.
+    pub token_id: u32,
+    /// How many times the token was renewed.
+    pub renewals: u32,
+    /// False once the channel closed.
+    pub open: bool,
+}
+
+enum Command {
+    Request { body: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
+    Close { reply: oneshot::Sender<Result<()>> },
+}
+
+/// A connected client channel.
+#[derive(Debug)]
+pub struct Client {
+    endpoint_url: String,
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<ChannelState>,
+    task: Option<JoinHandle<()>>,
+    timeout: Duration,
+    codec: BodyCodec,
+    next_handle: AtomicU32,
+}
+
+impl Client {
+    /// Connects with full options.
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
+        let timeout = options.timeout;
+        let span = tracing::info_span!(
+            "opcua_client",
+            url,
+            channel_id = tracing::field::Empty,
+            policy = options.policy.name(),
+            mode = ?options.mode,
+        );
+        let (stream, channel, decoder) = tokio::time::timeout(timeout, establish(url, options))
+            .instrument(span.clone())
+            .await
+            .map_err(|_| Error::Timeout("connecting"))??;
+        span.record("channel_id", channel.secure_channel_id());
+        let initial = ChannelState {
+            secure_channel_id: channel.secure_channel_id(),
+            token_id: channel.token_id().unwrap_or_default(),
+            renewals: 0,
+            open: true,
+        };
+        let (state_tx, state) = watch::channel(initial);
+        let (commands, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(stream, channel, decoder, rx, state_tx).instrument(span));
+        Ok(Client {
+            endpoint_url: url.to_owned(),
+            commands,
+            state,
+            task: Some(task),
+            timeout,
+            codec: BodyCodec::new(),
+            next_handle: AtomicU32::new(1),
+        })
+    }
+
+    /// The channel's current state.
+    pub fn channel_state(&self) -> ChannelState {
+        *self.state.borrow()
+    }
+
+    /// Sends one request body (encoded NodeId + request) and waits for the response body.
+    pub async fn call(&self, body: Vec<u8>) -> Result<Vec<u8>> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(Command::Request { body, reply }).await.map_err(|_| Error::ChannelClosed)?;
+        match tokio::time::timeout(self.timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ChannelClosed),
+            Err(_) => Err(Error::Timeout("response")),
+        }
+    }
+
+    fn header(&self) -> RequestHeader {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let mut header = RequestHeader::new(&NodeId::null(), &DateTime::now(), handle);
+        header.timeout_hint = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        header
+    }
+
+    async fn service<Req, Resp>(&self, request_id: ObjectId, request: &Req, response_id: ObjectId) -> Result<Resp>
+    where
+        Req: opcua_types::BinaryEncodable,
+        Resp: opcua_types::BinaryDecodable + HasServiceResult,
+    {
+        let body = self.codec.encode(request_id, request)?;
+        let response = self.call(body).await?;
+        self.codec.decode_response(response_id, &response)
+    }
+
+    /// GetEndpoints for the URL we connected to.
+    pub async fn get_endpoints(&self) -> Result<Vec<EndpointDescription>> {
+        let request = GetEndpointsRequest {
+            request_header: self.header(),
+            endpoint_url: self.endpoint_url.as_str().into(),
+            locale_ids: None,
+            profile_uris: None,
+        };
+        let response: GetEndpointsResponse = self
+            .service(
+                ObjectId::GetEndpointsRequest_Encoding_DefaultBinary,
+                &request,
+                ObjectId::GetEndpointsResponse_Encoding_DefaultBinary,
+            )
+            .await?;
+        Ok(response.endpoints.unwrap_or_default())
+    }
+
+    /// FindServers: the servers this endpoint knows (a plain server knows itself).
+    pub async fn find_servers(&self) -> Result<Vec<ApplicationDescription>> {
+        let request = FindServersRequest {
+            request_header: self.header(),
+            endpoint_url: self.endpoint_url.as_str().into(),
+            locale_ids: None,
+            server_uris: None,
+        };
+        let response: FindServersResponse = self
+            .service(
+                ObjectId::FindServersRequest_Encoding_DefaultBinary,
+                &request,
+                ObjectId::FindServersResponse_Encoding_DefaultBinary,
+            )
+            .await?;
+        Ok(response.servers.unwrap_or_default())
+    }
+
+    /// Sends CloseSecureChannel and closes the socket.
+    pub async fn close(mut self) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        let result = match self.commands.send(Command::Close { reply }).await {
+            Ok(()) => done.await.unwrap_or(Err(Error::ChannelClosed)),
+            Err(_) => Err(Error::ChannelClosed),
+        };
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// TCP connect, Hello/Acknowledge, OpenSecureChannel.
+async fn establish(url: &str, options: ClientOptions) -> Result<(TcpStream, SecureChannel, FrameDecoder)> {
+    let parsed = OpcTcpUrl::parse(url)?;
+    let mut stream = tcp::connect(&parsed.socket_address()).await?;
+    let mut decoder = FrameDecoder::new(options.limits.receive_buffer_size);
+    let mut buf = vec![0u8; READ_CHUNK];
+
+    let mut handshake = ClientHandshake::new(options.limits, url)?;
+    let mut hello = handshake.poll_transmit()?;
+    tcp::flush(&mut stream, || hello.take()).await?;
+    let ack = next_frame(&mut stream, &mut decoder, &mut buf).await?;
+    let negotiated: Negotiated = handshake.handle_frame(&ack.bytes)?;
+    decoder.set_max_frame(negotiated.receive_buffer_size);
+
+    let server_certificate = options.server_certificate.as_deref().map(PeerCertificate::from_der).transpose()?;
+    let config = ClientConfig {
+        policy: options.policy,
+        mode: options.mode,
+        identity: options.identity,
+        server_certificate,
+        requested_lifetime_ms: u32::try_from(options.requested_lifetime.as_millis()).unwrap_or(u32::MAX),
+        deprecated: options.deprecated,
+    };
+    let channel = SecureChannel::client(config, negotiated)?;
+    // Signing the OpenSecureChannel request is a vault call.
+    let (mut channel, opened) = on_blocking(channel, |c| c.open(Now::system())).await?;
+    opened?;
+    tcp::flush(&mut stream, || channel.poll_transmit()).await?;
+    loop {
+        let frame = next_frame(&mut stream, &mut decoder, &mut buf).await?;
+        // Decrypting the response is a vault call.
+        let (back, handled) = on_blocking(channel, move |c| c.handle_frame(&frame.bytes, Now::system())).await?;
+        channel = back;
+        handled?;
+        match channel.poll_event() {
+            Some(Event::Opened { .. }) => return Ok((stream, channel, decoder)),
+            Some(Event::Closed { status }) => {
+                return Err(Error::Remote { status, reason: "the server refused the channel".into() })
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn next_frame(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+) -> Result<crate::transport::uacp::Frame> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame);
+        }
+        match read_some(stream, buf).await? {
+            Some(n) => decoder.push(&buf[..n]),
+            None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+}
+
+type Pending = HashMap<u32, oneshot::Sender<Result<Vec<u8>>>>;
+
+/// The connection task: requests in, responses out, renewals on time.
+async fn run(
+    mut stream: TcpStream,
+    channel: SecureChannel,
+    mut decoder: FrameDecoder,
+    mut commands: mpsc::Receiver<Command>,
+    state: watch::Sender<ChannelState>,
+) {
+    let mut core = Some(channel);
+    let mut pending: Pending = HashMap::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let outcome: Result<()> = async {
+        loop {
+            let Some(channel) = core.as_mut() else { return Err(Error::ChannelClosed) };
+            tcp::flush(&mut stream, || channel.poll_transmit()).await?;
+            if channel.is_closed() {
+                return Err(Error::ChannelClosed);
+            }
+            let deadline = channel.poll_timeout();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Request { body, reply }) => match channel.send_request(&body) {
+                        Ok(id) => { pending.insert(id, reply); }
+                        Err(e) => { let _ = reply.send(Err(e)); }
+                    },
+                    Some(Command::Close { reply }) => {
+                        let result = channel.close(Now::system());
+                        tcp::flush(&mut stream, || channel.poll_transmit()).await?;
+                        let _ = reply.send(result);
+                        return Ok(());
+                    }
+                    // Every handle dropped: close politely.
+                    None => {
+                        let _ = channel.close(Now::system());
+                        tcp::flush(&mut stream, || channel.poll_transmit()).await?;
+                        return Ok(());
+                    }
+                },
+                read = read_some(&mut stream, &mut buf) => match read? {
+                    Some(n) => {
+                        decoder.push(&buf[..n]);
+                        while let Some(frame) = decoder.next_frame()? {
+                            handle_frame(&mut core, frame, &mut pending, &state).await?;
+                        }
+                    }
+                    None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                },
+                () = sleep_until(deadline) => {
+                    // Renewal signs a new OpenSecureChannel request: a vault call.
+                    let Some(taken) = core.take() else { return Err(Error::ChannelClosed) };
+                    let (back, renewed) = on_blocking(taken, |c| c.handle_timeout(Now::system())).await?;
+                    core = Some(back);
+                    renewed?;
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = &outcome {
+        tracing::debug!(error = %e, "client channel ended");
+    }
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Err(Error::ChannelClosed));
+    }
+    state.send_modify(|s| s.open = false);
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+}
+
+async fn handle_frame(
+    core: &mut Option<SecureChannel>,
+    frame: crate::transport::uacp::Frame,
+    pending: &mut Pending,
+    state: &watch::Sender<ChannelState>,
+) -> Result<()> {
+    let Some(mut channel) = core.take() else { return Err(Error::ChannelClosed) };
+    let result = if tcp::needs_vault(frame.header.message_type) {
+        let (back, r) = on_blocking(channel, move |c| c.handle_frame(&frame.bytes, Now::system())).await?;
+        channel = back;
+        r
+    } else {
+        channel.handle_frame(&frame.bytes, Now::system())
+    };
+    while let Some(event) = channel.poll_event() {
+        match event {
+            Event::Response { request_id, body } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(body));
+                }
+            }
+            Event::Aborted { request_id, status, reason } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Remote { status, reason }));
+                }
+            }
+            Event::Opened { token_id, renewed, .. } => {
+                tracing::debug!(token_id, renewed, "security token installed");
+                state.send_modify(|s| {
+                    s.token_id = token_id;
+                    s.renewals += u32::from(renewed);
+                });
+            }
+            Event::Closed { status } => {
+                for (_, reply) in pending.drain() {
+                    let _ = reply.send(Err(Error::Remote { status, reason: "the server closed the channel".into() }));
+                }
+            }
+            Event::Request { .. } => {}
+        }
+    }
+    let closed = channel.is_closed();
+    *core = Some(channel);
+    match result {
+        // A response nobody waits for (it timed out) does not end the channel.
+        Err(e) if !closed && !e.is_fatal() => {
+            tracing::debug!(error = %e, "ignored a frame");
+            Ok(())
+        }
+        other => other,
+    }
+}

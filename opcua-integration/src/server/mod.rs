@@ -1,0 +1,372 @@
+//! The OPC UA server over `opc.tcp`: listener, channel-id registry and the discovery services.
+//!
+//! ```no_run
+//! # async fn demo(key: certvault::SharedKey, chain: Vec<u8>) -> certvault_opcua::Result<()> {
+//! use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+//! use certvault_opcua::server::ServerBuilder;
+//!
+//! let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
+//!     .application_uri("urn:example:server")
+//!     .identity(key, chain)?
+//!     .endpoint(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt)
+//!     .start()
+//!     .await?;
+//! println!("listening on {}", server.endpoint_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod discovery;
+pub mod registry;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certvault::SharedKey;
+use opcua_types::EndpointDescription;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::channel::asymmetric::LocalIdentity;
+use crate::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
+use crate::channel::secure_channel::{AcceptAnyCertificate, CertificateValidator, ServerConfig as ChannelConfig};
+use crate::error::{Error, Result};
+use crate::transport::connection::{ConnectionConfig, ServerConnection, DEFAULT_HELLO_TIMEOUT};
+use crate::transport::tcp::{connection_span, serve_connection};
+use crate::transport::uacp::Limits;
+use crate::transport::url::OpcTcpUrl;
+
+pub use discovery::{ApplicationInfo, Discovery};
+pub use registry::ChannelRegistry;
+
+/// Everything a server is configured with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The endpoint URL clients use. A port of 0 is replaced by the port the listener got.
+    pub endpoint_url: String,
+    /// Where to listen; by default the URL's port on 127.0.0.1.
+    pub bind_address: Option<SocketAddr>,
+    /// ApplicationUri, ProductUri and name.
+    pub application: ApplicationInfo,
+    /// Our certificate chain and vault key (needed by every secured endpoint).
+    pub identity: Option<LocalIdentity>,
+    /// The (policy, mode) pairs offered.
+    pub endpoints: Vec<(SecurityPolicy, SecurityMode)>,
+    /// Policy None may be offered only when this is set: it is for tests and closed networks.
+    pub allow_security_none: bool,
+    /// Whether the deprecated SHA-1 policies may be offered.
+    pub deprecated: DeprecatedPolicies,
+    /// Transport limits.
+    pub limits: Limits,
+    /// How long a connection may stay silent before its Hello.
+    pub hello_timeout: Duration,
+    /// Shortest token lifetime granted, in milliseconds.
+    pub min_token_lifetime_ms: u32,
+    /// Longest token lifetime granted, in milliseconds.
+    pub max_token_lifetime_ms: u32,
+    /// Trust decision on client certificates (the PKI store plugs in here).
+    pub validator: Arc<dyn CertificateValidator>,
+}
+
+/// Builds a [`ServerConfig`] and starts the server.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+}
+
+impl ServerBuilder {
+    /// A server at `endpoint_url` with no endpoints yet, default limits, a 10 s hello timeout, token lifetimes of
+    /// 10 s to 1 h, and a validator that trusts every client certificate (replace it with [`ServerBuilder::validator`]
+    /// outside tests).
+    pub fn new(endpoint_url: impl Into<String>) -> Self {
+        ServerBuilder {
+            config: ServerConfig {
+                endpoint_url: endpoint_url.into(),
+                bind_address: None,
+                application: ApplicationInfo {
+                    application_uri: "urn:certvault:server".into(),
+                    product_uri: "urn:certvault".into(),
+                    application_name: "certvault OPC UA server".into(),
+                },
+                identity: None,
+                endpoints: Vec::new(),
+                allow_security_none: false,
+                deprecated: DeprecatedPolicies::Reject,
+                limits: Limits::default(),
+                hello_timeout: DEFAULT_HELLO_TIMEOUT,
+                min_token_lifetime_ms: 10_000,
+                max_token_lifetime_ms: 3_600_000,
+                validator: Arc::new(AcceptAnyCertificate),
+            },
+        }
+    }
+
+    /// Starts from a whole configuration.
+    pub fn from_config(config: ServerConfig) -> Self {
+        ServerBuilder { config }
+    }
+
+    /// Sets the ApplicationUri.
+    pub fn application_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config.application.application_uri = uri.into();
+        self
+    }
+
+    /// Sets the ProductUri.
+    pub fn product_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config.application.product_uri = uri.into();
+        self
+    }
+
+    /// Sets the application name.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.config.application.application_name = name.into();
+        self
+    }
+
+    /// Our vault key and the certificate chain (DER leaf first, then issuers, concatenated) that certifies it.
+    pub fn identity(mut self, key: SharedKey, certificate_chain: Vec<u8>) -> Result<Self> {
+        self.config.identity = Some(LocalIdentity::new(key, certificate_chain)?);
+        Ok(self)
+    }
+
+    /// Offers `policy` with `mode`.
+    pub fn endpoint(mut self, policy: SecurityPolicy, mode: SecurityMode) -> Self {
+        if !self.config.endpoints.contains(&(policy, mode)) {
+            self.config.endpoints.push((policy, mode));
+        }
+        self
+    }
+
+    /// Offers every non-deprecated policy with Sign and with SignAndEncrypt.
+    pub fn secure_endpoints(mut self) -> Self {
+        for policy in
+            [SecurityPolicy::Basic256Sha256, SecurityPolicy::Aes128Sha256RsaOaep, SecurityPolicy::Aes256Sha256RsaPss]
+        {
+            for mode in [SecurityMode::Sign, SecurityMode::SignAndEncrypt] {
+                self = self.endpoint(policy, mode);
+            }
+        }
+        self
+    }
+
+    /// Allows (and offers) policy None. Only for tests and isolated networks: Part 2 wants it off by default.
+    pub fn allow_security_none(mut self) -> Self {
+        self.config.allow_security_none = true;
+        self.endpoint(SecurityPolicy::None, SecurityMode::None)
+    }
+
+    /// Where to listen (default: 127.0.0.1 and the URL's port).
+    pub fn bind(mut self, address: SocketAddr) -> Self {
+        self.config.bind_address = Some(address);
+        self
+    }
+
+    /// Transport limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// How long a new connection may stay silent before its Hello.
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hello_timeout = timeout;
+        self
+    }
+
+    /// Bounds of the token lifetimes granted, in milliseconds.
+    pub fn token_lifetime_ms(mut self, min: u32, max: u32) -> Self {
+        self.config.min_token_lifetime_ms = min;
+        self.config.max_token_lifetime_ms = max.max(min);
+        self
+    }
+
+    /// The trust decision on client certificates.
+    pub fn validator(mut self, validator: Arc<dyn CertificateValidator>) -> Self {
+        self.config.validator = validator;
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Checks the configuration, binds and starts accepting.
+    pub async fn start(self) -> Result<Server> {
+        Server::start(self.config).await
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    discovery: Discovery,
+    connection: ConnectionConfig,
+    registry: Arc<ChannelRegistry>,
+}
+
+/// A running server. Dropping it stops accepting and closes every connection.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    endpoint_url: String,
+    endpoints: Vec<EndpointDescription>,
+    registry: Arc<ChannelRegistry>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Stops a server from elsewhere (a signal handler, another task).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shutdown: watch::Sender<bool>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn check(config: &ServerConfig) -> Result<()> {
+    if config.endpoints.is_empty() {
+        return Err(Error::InvalidState("a server needs at least one endpoint"));
+    }
+    for &(policy, mode) in &config.endpoints {
+        mode.check(policy)?;
+        if policy.is_none() && !config.allow_security_none {
+            return Err(Error::SecurityPolicyRejected("policy None must be enabled explicitly".into()));
+        }
+        if policy.is_deprecated() && config.deprecated != DeprecatedPolicies::Allow {
+            return Err(Error::SecurityPolicyRejected(format!("{policy} is deprecated and not enabled")));
+        }
+        if !policy.is_none() {
+            let identity = config
+                .identity
+                .as_ref()
+                .ok_or(Error::InvalidState("secured endpoints need the server's certificate and key"))?;
+            if let certvault::KeyAlgorithm::Rsa { bits } = identity.key_algorithm() {
+                policy.check_key_bits(bits)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Server {
+    async fn start(config: ServerConfig) -> Result<Server> {
+        check(&config)?;
+        let url = OpcTcpUrl::parse(&config.endpoint_url)?;
+        let bind = config.bind_address.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, url.port)));
+        let listener = TcpListener::bind(bind).await?;
+        let local_addr = listener.local_addr()?;
+        let endpoint_url = if url.port == 0 { url.with_port(local_addr.port()) } else { config.endpoint_url.clone() };
+        let certificate = config.identity.as_ref().map(|i| i.certificate().to_vec()).unwrap_or_default();
+        let discovery = Discovery::new(&config.application, &endpoint_url, &certificate, &config.endpoints);
+        let endpoints = discovery.endpoints().to_vec();
+        let mut connection = ConnectionConfig::for_urls([endpoint_url.as_str()])?;
+        connection.limits = config.limits;
+        connection.hello_timeout = config.hello_timeout;
+        let registry = ChannelRegistry::new();
+        let shared = Arc::new(Shared { config, discovery, connection, registry: registry.clone() });
+        let (shutdown, watcher) = watch::channel(false);
+        let span = tracing::info_span!("opcua_server", url = %endpoint_url);
+        let task = tokio::spawn(accept_loop(listener, shared, watcher).instrument(span));
+        tracing::info!(%endpoint_url, %local_addr, "OPC UA server listening");
+        Ok(Server { local_addr, endpoint_url, endpoints, registry, shutdown, task: Some(task) })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The endpoint URL, with the real port.
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    /// The endpoint descriptions GetEndpoints returns.
+    pub fn endpoints(&self) -> &[EndpointDescription] {
+        &self.endpoints
+    }
+
+    /// How many connections currently hold a channel id.
+    pub fn live_connections(&self) -> usize {
+        self.registry.live()
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { shutdown: self.shutdown.clone() }
+    }
+
+    /// Stops accepting, closes every connection, and waits for the listener task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    let watcher = shutdown.clone();
+                    connections.spawn(
+                        async move {
+                            let id = shared.registry.allocate();
+                            let channel = ChannelConfig {
+                                identity: shared.config.identity.clone(),
+                                endpoints: shared.config.endpoints.clone(),
+                                deprecated: shared.config.deprecated,
+                                secure_channel_id: id.get(),
+                                min_lifetime_ms: shared.config.min_token_lifetime_ms,
+                                max_lifetime_ms: shared.config.max_token_lifetime_ms,
+                                validator: shared.config.validator.clone(),
+                            };
+                            let conn = ServerConnection::new(shared.connection.clone(), channel, Instant::now());
+                            tracing::debug!("accepted");
+                            match serve_connection(stream, conn, &shared.discovery, watcher).await {
+                                Ok(()) => tracing::debug!("connection ended"),
+                                Err(e) => tracing::debug!(error = %e, "connection failed"),
+                            }
+                            drop(id);
+                        }
+                        .instrument(connection_span(peer)),
+                    );
+                }
+                // Accept errors (out of file descriptors, a reset before accept) concern one connection, not the
+                // listener; back off briefly so a persistent one does not spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow with the server's lifetime.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    // Every connection watches the same signal; wait for them to write their last bytes.
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,126 @@
+//! Service message bodies: the NodeId of a structure's binary encoding followed by the structure (Part 6 §5.2.9),
+//! as they travel inside MSG chunks. Encoding and decoding go through `async-opcua-types`.
+
+use std::io::Cursor;
+
+use opcua_types::{BinaryDecodable, BinaryEncodable, ContextOwned, NodeId, ObjectId, RequestHeader, ServiceFault};
+
+use crate::error::{Error, Result};
+
+/// Encodes and decodes message bodies with one decoding context (limits on strings, arrays, nesting).
+#[derive(Debug, Default)]
+pub struct BodyCodec {
+    context: ContextOwned,
+}
+
+impl BodyCodec {
+    /// A codec with the default decoding limits.
+    pub fn new() -> Self {
+        BodyCodec::default()
+    }
+
+    /// `id` (the `..._Encoding_DefaultBinary` object) followed by `value`.
+    pub fn encode<T: BinaryEncodable>(&self, id: ObjectId, value: &T) -> Result<Vec<u8>> {
+        let ctx = self.context.context();
+        let node = NodeId::from(id as u32);
+        let mut out = Vec::with_capacity(node.byte_len(&ctx) + value.byte_len(&ctx));
+        node.encode(&mut out, &ctx)?;
+        value.encode(&mut out, &ctx)?;
+        Ok(out)
+    }
+
+    /// The encoding id at the start of `body`, and where the structure starts.
+    pub fn peek_id(&self, body: &[u8]) -> Result<(ObjectId, usize)> {
+        let ctx = self.context.context();
+        let mut cursor = Cursor::new(body);
+        let node = NodeId::decode(&mut cursor, &ctx)?;
+        let id = node.as_object_id().map_err(|_| Error::Decoding(format!("unknown message type {node}")))?;
+        Ok((id, usize::try_from(cursor.position()).unwrap_or(usize::MAX)))
+    }
+
+    /// Decodes the structure that starts at `at`.
+    pub fn decode_at<T: BinaryDecodable>(&self, body: &[u8], at: usize) -> Result<T> {
+        let ctx = self.context.context();
+        let mut cursor = Cursor::new(body.get(at..).unwrap_or_default());
+        Ok(T::decode(&mut cursor, &ctx)?)
+    }
+
+    /// Decodes only the RequestHeader every request starts with: enough to fault a request we do not serve.
+    pub fn request_header(&self, body: &[u8]) -> Result<RequestHeader> {
+        let (_, at) = self.peek_id(body)?;
+        self.decode_at(body, at)
+    }
+
+    /// Decodes a response of type `T` whose encoding id is `id`. A ServiceFault, or a response whose
+    /// ServiceResult is bad, is [`Error::Remote`] with the server's status.
+    pub fn decode_response<T: BinaryDecodable + HasServiceResult>(&self, id: ObjectId, body: &[u8]) -> Result<T> {
+        let (got, at) = self.peek_id(body)?;
+        if got == ObjectId::ServiceFault_Encoding_DefaultBinary {
+            let fault: ServiceFault = self.decode_at(body, at)?;
+            let status = fault.response_header.service_result;
+            return Err(Error::Remote { status, reason: "ServiceFault".into() });
+        }
+        if got != id {
+            return Err(Error::Decoding(format!("expected {id:?}, got {got:?}")));
+        }
+        let response: T = self.decode_at(body, at)?;
+        let status = response.service_result();
+        if status.is_bad() {
+            return Err(Error::Remote { status, reason: "service result".into() });
+        }
+        Ok(response)
+    }
+}
+
+/// Responses carry their status in the ResponseHeader.
+pub trait HasServiceResult {
+    /// The ResponseHeader's ServiceResult.
+    fn service_result(&self) -> opcua_types::StatusCode;
+}
+
+macro_rules! has_service_result {
+    ($($t:ty),*) => {$(
+        impl HasServiceResult for $t {
+            fn service_result(&self) -> opcua_types::StatusCode {
+                self.response_header.service_result
+            }
+        }
+    )*};
+}
+
+has_service_result!(opcua_types::GetEndpointsResponse, opcua_types::FindServersResponse, ServiceFault);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opcua_types::{DateTime, GetEndpointsRequest, ResponseHeader, StatusCode};
+
+    #[test]
+    fn round_trip_and_faults() {
+        let codec = BodyCodec::new();
+        let request = GetEndpointsRequest {
+            request_header: RequestHeader::new(&NodeId::null(), &DateTime::now(), 7),
+            endpoint_url: "opc.tcp://h:1/".into(),
+            locale_ids: None,
+            profile_uris: None,
+        };
+        let body = codec.encode(ObjectId::GetEndpointsRequest_Encoding_DefaultBinary, &request).unwrap();
+        let (id, at) = codec.peek_id(&body).unwrap();
+        assert_eq!(id, ObjectId::GetEndpointsRequest_Encoding_DefaultBinary);
+        let back: GetEndpointsRequest = codec.decode_at(&body, at).unwrap();
+        assert_eq!(back.endpoint_url.as_ref(), "opc.tcp://h:1/");
+        assert_eq!(codec.request_header(&body).unwrap().request_handle, 7);
+
+        let fault =
+            ServiceFault { response_header: ResponseHeader::new_service_result(7, StatusCode::BadServiceUnsupported) };
+        let body = codec.encode(ObjectId::ServiceFault_Encoding_DefaultBinary, &fault).unwrap();
+        let err = codec
+            .decode_response::<opcua_types::GetEndpointsResponse>(
+                ObjectId::GetEndpointsResponse_Encoding_DefaultBinary,
+                &body,
+            )
+            .unwrap_err();
+        assert_eq!(err.status_code(), StatusCode::BadServiceUnsupported);
+        assert!(codec.peek_id(b"\x01").is_err());
+    }
+}

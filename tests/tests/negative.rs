@@ -6,95 +6,32 @@ use std::time::Duration;
 use certvault_opcua::channel::asymmetric::PeerCertificate;
 use certvault_opcua::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
 use certvault_opcua::channel::secure_channel::{ClientConfig, Event, Now, SecureChannel};
-use certvault_opcua::server::{Server, ServerBuilder};
-use certvault_opcua::transport::uacp::{ErrorMessage, FrameDecoder, Limits, MessageType, UacpMessage};
-use certvault_tests::{identity, init_tracing, soft_key, STEP_TIMEOUT};
+use certvault_opcua::server::Server;
+use certvault_opcua::transport::uacp::{FrameDecoder, Limits, MessageType, Negotiated};
+use certvault_tests::{
+    expect_error_and_close, frames_until_close, identity, init_tracing, raw_connect, raw_hello, soft_key, PkiServer,
+};
 use opcua_types::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn server() -> (Server, Vec<u8>) {
-    let key = soft_key(2048, "server");
-    let cert = certvault_tests::self_signed(&key, "server", "urn:certvault:test:server");
-    let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
-        .identity(key, cert.clone())
-        .expect("identity")
-        .secure_endpoints()
-        .allow_security_none()
-        .hello_timeout(Duration::from_millis(300))
-        .start()
-        .await
-        .expect("server");
+/// A server (client certificates judged by its PKI store) and its certificate.
+async fn server() -> (PkiServer, Vec<u8>) {
+    let server = PkiServer::start(Limits::default()).await;
+    let cert = server.certificate.clone();
     (server, cert)
 }
 
-/// Reads until the server closes, and returns every frame it sent.
-async fn frames_until_close(stream: &mut TcpStream) -> Vec<Vec<u8>> {
-    let mut decoder = FrameDecoder::new(1 << 20);
-    let mut buf = vec![0u8; 65536];
-    let mut frames = Vec::new();
-    loop {
-        let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf))
-            .await
-            .expect("the server closes in time")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        decoder.push(&buf[..n]);
-        while let Ok(Some(frame)) = decoder.next_frame() {
-            frames.push(frame.bytes);
-        }
-    }
-    frames
-}
-
-async fn expect_error_and_close(stream: &mut TcpStream, status: StatusCode) {
-    let frames = frames_until_close(stream).await;
-    let last = frames.last().expect("an Error message before the close");
-    match UacpMessage::decode(last) {
-        Ok(UacpMessage::Error(ErrorMessage { error, .. })) => assert_eq!(error, status),
-        other => panic!("expected an Error message, got {other:?}"),
-    }
-}
-
-async fn still_serving(server: &Server, cert: &[u8]) {
-    let client = certvault_opcua::client::connect(
-        server.endpoint_url(),
-        SecurityPolicy::Basic256Sha256,
-        SecurityMode::SignAndEncrypt,
-        Some(identity(soft_key(2048, "good"), "good", "urn:certvault:test:good")),
-        Some(cert),
-    )
-    .await
-    .expect("a well-behaved client still connects");
-    assert_eq!(client.get_endpoints().await.expect("GetEndpoints").len(), 7);
-    client.close().await.expect("close");
+async fn still_serving(server: &PkiServer, _cert: &[u8]) {
+    server.assert_still_serving().await;
 }
 
 async fn raw(server: &Server) -> TcpStream {
-    let stream = TcpStream::connect(server.local_addr()).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
+    raw_connect(server).await
 }
 
-async fn hello(stream: &mut TcpStream, server: &Server) -> certvault_opcua::transport::uacp::Negotiated {
-    let limits = Limits::default();
-    let hello = limits.hello(server.endpoint_url()).expect("hello");
-    stream.write_all(&hello.encode().expect("encode")).await.expect("write");
-    let mut decoder = FrameDecoder::new(65535);
-    let mut buf = vec![0u8; 65536];
-    loop {
-        if let Some(frame) = decoder.next_frame().expect("frame") {
-            let UacpMessage::Acknowledge(ack) = UacpMessage::decode(&frame.bytes).expect("ack") else {
-                panic!("expected Acknowledge")
-            };
-            return limits.accept_acknowledge(&hello, &ack).expect("limits");
-        }
-        let n = stream.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed before Acknowledge");
-        decoder.push(&buf[..n]);
-    }
+async fn hello(stream: &mut TcpStream, server: &Server) -> Negotiated {
+    raw_hello(stream, server, Limits::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +117,8 @@ async fn a_bad_signature_closes_the_channel() {
         ClientConfig {
             policy: SecurityPolicy::Basic256Sha256,
             mode: SecurityMode::Sign,
-            identity: Some(identity(soft_key(2048, "mallory"), "mallory", "urn:certvault:test:mallory")),
+            // A trusted client that misbehaves after the channel is open.
+            identity: Some(server.good_client.clone()),
             server_certificate: Some(PeerCertificate::from_der(&cert).expect("cert")),
             requested_lifetime_ms: 60_000,
             deprecated: DeprecatedPolicies::Reject,

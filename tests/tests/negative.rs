@@ -1,5 +1,8 @@
 //! Hostile and broken peers over real sockets: each connection is closed with the status the specification names
-//! (in an Error message), and the same server keeps serving a well-behaved client afterwards.
+//! (in an Error message), and the same server keeps serving a well-behaved client afterwards. The server judges
+//! client certificates with its PKI store; the cases that need what a correct client never sends (bad padding under
+//! a correct MAC, too many chunks, a renewal by another certificate) drive a channel by hand with the crate's public
+//! sans-IO pieces ([`certvault_tests::HandChannel`]).
 
 use std::time::Duration;
 

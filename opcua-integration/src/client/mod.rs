@@ -115,8 +115,7 @@ impl ClientOptions {
         let policy = SecurityPolicy::from_uri(endpoint.security_policy_uri.as_ref(), DeprecatedPolicies::Reject)?;
         let mode = SecurityMode::from_wire(endpoint.security_mode)?;
         let mut options = ClientOptions::new(policy, mode);
-        options.server_certificate =
-            endpoint.server_certificate.value.as_ref().filter(|c| !c.is_empty()).map(Clone::clone);
+        options.server_certificate = endpoint.server_certificate.value.as_ref().filter(|c| !c.is_empty()).cloned();
         options.expected_application_uri =
             Some(endpoint.server.application_uri.as_ref().to_owned()).filter(|u| !u.is_empty());
         Ok(options)

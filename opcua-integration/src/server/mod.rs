@@ -308,9 +308,12 @@ fn check(config: &ServerConfig, host: &str) -> Result<()> {
     Ok(())
 }
 
+/// The validator channels use, and the store validator behind it when there is one (for refusal reports).
+type TrustDecision = (Arc<dyn CertificateValidator>, Option<Arc<StoreValidator>>);
+
 /// The trust decision on client certificates: the caller's validator, or the PKI store, or none when only policy
 /// None is offered (no certificate is ever presented then).
-fn trust_decision(config: &ServerConfig) -> Result<(Arc<dyn CertificateValidator>, Option<Arc<StoreValidator>>)> {
+fn trust_decision(config: &ServerConfig) -> Result<TrustDecision> {
     match (&config.validator, &config.pki) {
         (Some(_), Some(_)) => Err(Error::InvalidState("configure either a PKI store or a validator, not both")),
         (Some(validator), None) => Ok((validator.clone(), None)),

@@ -66,6 +66,15 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Our own certificate does not fit our vault key, ApplicationUri, host names or a security policy we offer or
+    /// use: a configuration error found at start-up.
+    #[error("own certificate unusable with {policy}: {source}")]
+    OwnCertificate {
+        /// The security policy it was checked for.
+        policy: &'static str,
+        /// What does not fit.
+        source: crate::pki::IdentityError,
+    },
     /// A certificate whose key does not meet the security policy (key length, algorithm).
     #[error("certificate does not meet the security policy: {0}")]
     CertificatePolicyCheckFailed(String),
@@ -157,6 +166,16 @@ impl Error {
             Error::CertificateInvalid(_) => StatusCode::BadCertificateInvalid,
             Error::CertificateRejected { status, .. } => *status,
             Error::CertificatePolicyCheckFailed(_) => StatusCode::BadCertificatePolicyCheckFailed,
+            Error::OwnCertificate { source, .. } => {
+                use crate::pki::IdentityError as E;
+                match source {
+                    E::UriMissing { .. } => StatusCode::BadCertificateUriInvalid,
+                    E::HostMissing { .. } | E::NoHostNames => StatusCode::BadCertificateHostNameInvalid,
+                    E::Usage(_) => StatusCode::BadCertificateUseNotAllowed,
+                    E::Policy(_) => StatusCode::BadCertificatePolicyCheckFailed,
+                    E::Invalid(_) | E::VaultKey(_) | E::KeyMismatch { .. } => StatusCode::BadCertificateInvalid,
+                }
+            }
             Error::SecurityPolicyRejected(_) => StatusCode::BadSecurityPolicyRejected,
             Error::SecurityModeRejected(_) => StatusCode::BadSecurityModeRejected,
             Error::SequenceNumberInvalid { .. } => StatusCode::BadSequenceNumberInvalid,

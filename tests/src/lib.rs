@@ -19,8 +19,23 @@ use certvault::container::{Container, KdfParams};
 use certvault::csr::{self, CsrRequest};
 use certvault::soft::{generate_pkcs8, SoftKey};
 use certvault::{DaemonClient, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, SharedKey};
-use certvault_opcua::channel::asymmetric::LocalIdentity;
-use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+use certvault_opcua::channel::asymmetric::{open_open, seal_open, LocalIdentity, PeerCertificate};
+use certvault_opcua::channel::chunk::SequenceHeader;
+use certvault_opcua::channel::keys::ChannelKeys;
+use certvault_opcua::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
+use certvault_opcua::channel::symmetric::SymmetricSealer;
+use certvault_opcua::pki::PkiStore;
+use certvault_opcua::server::{Server, ServerBuilder};
+use certvault_opcua::service::BodyCodec;
+use certvault_opcua::transport::uacp::{
+    ChunkType, ErrorMessage, FrameDecoder, Limits, MessageType, Negotiated, UacpMessage,
+};
+use opcua_types::{
+    ByteString, DateTime, NodeId, ObjectId, OpenSecureChannelRequest, OpenSecureChannelResponse, RequestHeader,
+    SecurityTokenRequestType, StatusCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 /// The user PIN of test containers.
@@ -269,5 +284,273 @@ impl Matrix {
             };
             println!("{:<24} {:<15} {:<36} {result}", r.policy.name(), format!("{:?}", r.mode), r.pair);
         }
+    }
+}
+
+/// The ApplicationUri of the servers the negative tests start.
+pub const TEST_SERVER_URI: &str = "urn:certvault:test:server";
+
+/// A server whose client certificates are judged by a PKI store in a temporary directory, and a client identity
+/// that store trusts (the well-behaved client that must keep getting through).
+pub struct PkiServer {
+    /// The running server.
+    pub server: Server,
+    /// Its certificate (DER).
+    pub certificate: Vec<u8>,
+    /// Its PKI store.
+    pub pki: Arc<PkiStore>,
+    /// A client identity in the store's trusted/certs.
+    pub good_client: LocalIdentity,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for PkiServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl PkiServer {
+    /// Starts a server on 127.0.0.1 offering None and every secured policy x mode, with `limits`.
+    pub async fn start(limits: Limits) -> PkiServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Arc::new(PkiStore::create_or_open(dir.path().join("pki")).expect("pki store"));
+        let good_client = identity(soft_key(2048, "good"), "good", "urn:certvault:test:good");
+        pki.trust(good_client.certificate()).expect("trust the good client");
+        let key = soft_key(2048, "server");
+        let certificate = self_signed(&key, "server", TEST_SERVER_URI);
+        let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
+            .application_uri(TEST_SERVER_URI)
+            .identity(key, certificate.clone())
+            .expect("identity")
+            .secure_endpoints()
+            .allow_security_none()
+            .pki(pki.clone())
+            .limits(limits)
+            .hello_timeout(Duration::from_millis(300))
+            .start()
+            .await
+            .expect("server");
+        PkiServer { server, certificate, pki, good_client, _dir: dir }
+    }
+
+    /// Files in the store's rejected/certs.
+    pub fn rejected_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.pki.rejected_certs_dir())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Connects the trusted client over Basic256Sha256/SignAndEncrypt and calls GetEndpoints: the server still
+    /// serves well-behaved clients.
+    pub async fn assert_still_serving(&self) {
+        self.connect(self.good_client.clone()).await.expect("a well-behaved client still connects");
+    }
+
+    /// Connects `identity` over Basic256Sha256/SignAndEncrypt, calls GetEndpoints and closes.
+    pub async fn connect(&self, identity: LocalIdentity) -> certvault_opcua::Result<()> {
+        let client = tokio::time::timeout(
+            STEP_TIMEOUT,
+            certvault_opcua::client::connect(
+                self.server.endpoint_url(),
+                SecurityPolicy::Basic256Sha256,
+                SecurityMode::SignAndEncrypt,
+                Some(identity),
+                Some(&self.certificate),
+            ),
+        )
+        .await
+        .expect("connect in time")?;
+        assert_eq!(client.get_endpoints().await?.len(), 7);
+        client.close().await
+    }
+}
+
+/// A TCP connection to `server` with Nagle off.
+pub async fn raw_connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Sends a Hello for the server's endpoint URL with `limits` and returns the negotiated limits.
+pub async fn raw_hello(stream: &mut TcpStream, server: &Server, limits: Limits) -> Negotiated {
+    let hello = limits.hello(server.endpoint_url()).expect("hello");
+    stream.write_all(&hello.encode().expect("encode")).await.expect("write");
+    let frame = read_frame(stream).await.expect("Acknowledge");
+    let UacpMessage::Acknowledge(ack) = UacpMessage::decode(&frame).expect("ack") else {
+        panic!("expected Acknowledge")
+    };
+    limits.accept_acknowledge(&hello, &ack).expect("limits")
+}
+
+/// Reads one whole frame; `None` when the peer closed first.
+pub async fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut header = [0u8; 8];
+    tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut header)).await.expect("read in time").ok()?;
+    let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let mut frame = header.to_vec();
+    frame.resize(size.max(8), 0);
+    tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut frame[8..])).await.expect("read in time").ok()?;
+    Some(frame)
+}
+
+/// Reads until the server closes, and returns every frame it sent.
+pub async fn frames_until_close(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = vec![0u8; 65536];
+    let mut frames = Vec::new();
+    loop {
+        let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("the server closes in time")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        decoder.push(&buf[..n]);
+        while let Ok(Some(frame)) = decoder.next_frame() {
+            frames.push(frame.bytes);
+        }
+    }
+    frames
+}
+
+/// Asserts that the server's last frame before closing the socket is an Error message with `status`.
+pub async fn expect_error_and_close(stream: &mut TcpStream, status: StatusCode) {
+    let frames = frames_until_close(stream).await;
+    let last = frames.last().expect("an Error message before the close");
+    match UacpMessage::decode(last) {
+        Ok(UacpMessage::Error(ErrorMessage { error, .. })) => assert_eq!(error, status),
+        other => panic!("expected an Error message with {status}, got {other:?}"),
+    }
+}
+
+/// A client secure channel built from the crate's public sans-IO pieces instead of [`SecureChannel`], so a test
+/// knows the nonces and keys and can send what a correct client never would (bad padding, too many chunks, a renew
+/// signed by another certificate).
+pub struct HandChannel {
+    /// The socket.
+    pub stream: TcpStream,
+    /// What Hello/Acknowledge agreed on.
+    pub negotiated: Negotiated,
+    /// The policy.
+    pub policy: SecurityPolicy,
+    /// The mode.
+    pub mode: SecurityMode,
+    /// The server-assigned channel id.
+    pub channel_id: u32,
+    /// The current token id.
+    pub token_id: u32,
+    /// The derived symmetric keys (client and server direction).
+    pub keys: ChannelKeys,
+    /// The server's certificate.
+    pub server: PeerCertificate,
+    next_sequence: u32,
+    next_request: u32,
+}
+
+impl HandChannel {
+    /// Connects, says Hello and opens a channel (Issue) as `identity`.
+    pub async fn open(
+        server: &Server,
+        server_certificate: &[u8],
+        policy: SecurityPolicy,
+        mode: SecurityMode,
+        identity: &LocalIdentity,
+    ) -> HandChannel {
+        let mut stream = raw_connect(server).await;
+        let negotiated = raw_hello(&mut stream, server, Limits::default()).await;
+        let peer = PeerCertificate::from_der(server_certificate).expect("server certificate");
+        let mut channel = HandChannel {
+            stream,
+            negotiated,
+            policy,
+            mode,
+            channel_id: 0,
+            token_id: 0,
+            keys: ChannelKeys::derive(policy, &[0; 32], &[0; 32]).expect("placeholder keys"),
+            server: peer,
+            next_sequence: 1,
+            next_request: 1,
+        };
+        let client_nonce = channel.send_open(identity, SecurityTokenRequestType::Issue).await;
+        let frame = read_frame(&mut channel.stream).await.expect("OpenSecureChannel response");
+        let opened = open_open(&frame, Some(identity), DeprecatedPolicies::Reject).expect("OPN response opens");
+        let codec = BodyCodec::new();
+        let (id, at) = codec.peek_id(&opened.body).expect("body type");
+        assert_eq!(id, ObjectId::OpenSecureChannelResponse_Encoding_DefaultBinary);
+        let response: OpenSecureChannelResponse = codec.decode_at(&opened.body, at).expect("OpenSecureChannelResponse");
+        channel.channel_id = response.security_token.channel_id;
+        channel.token_id = response.security_token.token_id;
+        let server_nonce = response.server_nonce.value.unwrap_or_default();
+        channel.keys = ChannelKeys::derive(policy, &client_nonce, &server_nonce).expect("keys");
+        channel
+    }
+
+    /// The next sequence number (and consumes it).
+    pub fn next_sequence(&mut self) -> u32 {
+        let n = self.next_sequence;
+        self.next_sequence += 1;
+        n
+    }
+
+    /// The next request id (and consumes it).
+    pub fn next_request(&mut self) -> u32 {
+        let n = self.next_request;
+        self.next_request += 1;
+        n
+    }
+
+    /// Sends an OpenSecureChannel request of `kind` signed by `identity`; returns the client nonce.
+    pub async fn send_open(&mut self, identity: &LocalIdentity, kind: SecurityTokenRequestType) -> Vec<u8> {
+        let chunk = self.open_chunk(identity, kind, &self.server.clone());
+        self.stream.write_all(&chunk.1).await.expect("write OPN");
+        chunk.0
+    }
+
+    /// Builds an OpenSecureChannel chunk of `kind` signed by `identity` and encrypted to `receiver`; returns the
+    /// client nonce and the chunk.
+    pub fn open_chunk(
+        &mut self,
+        identity: &LocalIdentity,
+        kind: SecurityTokenRequestType,
+        receiver: &PeerCertificate,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let nonce: Vec<u8> = (0..self.policy.nonce_len()).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+        let request_id = self.next_request();
+        let request = OpenSecureChannelRequest {
+            request_header: RequestHeader::new(&NodeId::null(), &DateTime::now(), request_id),
+            client_protocol_version: 0,
+            request_type: kind,
+            security_mode: self.mode.to_wire(),
+            client_nonce: ByteString::from(nonce.clone()),
+            requested_lifetime: 60_000,
+        };
+        let body = BodyCodec::new()
+            .encode(ObjectId::OpenSecureChannelRequest_Encoding_DefaultBinary, &request)
+            .expect("encode OPN request");
+        let sequence = SequenceHeader { sequence_number: self.next_sequence(), request_id };
+        let chunk = seal_open(
+            self.policy,
+            Some(identity),
+            Some(receiver),
+            self.channel_id,
+            sequence,
+            &body,
+            self.negotiated.send_buffer_size as usize,
+        )
+        .expect("seal OPN");
+        (nonce, chunk)
+    }
+
+    /// A correctly secured MSG chunk of `chunk_type` carrying `body`, for request `request_id`.
+    pub fn msg_chunk(&mut self, chunk_type: ChunkType, request_id: u32, body: &[u8]) -> Vec<u8> {
+        let sealer = SymmetricSealer::new(self.policy, self.mode, &self.keys.client).expect("sealer");
+        let sequence = SequenceHeader { sequence_number: self.next_sequence(), request_id };
+        sealer.seal(MessageType::Message, chunk_type, self.channel_id, self.token_id, sequence, body).expect("seal MSG")
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use certvault_opcua::channel::policy::SecurityPolicy;
+use certvault_opcua::pki::PkiStore;
 use certvault_opcua::server::ServerBuilder;
 use certvault_tests::{identity, init_tracing, matrix_cases, Matrix, PeerPki, Vaultd, STEP_TIMEOUT};
 use opcua::client::transport::TransportConfiguration;
@@ -46,17 +47,22 @@ async fn async_opcua_client_against_our_server_interop() {
     let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
     let key = vaultd.generate_rsa("opcua-server", 2048);
     let cert = certvault_tests::self_signed(&key, "server", OUR_SERVER_URI);
+    let pki = PeerPki::new("async-opcua client", PEER_CLIENT_URI);
+    // Our server judges the peer with its PKI store, where the operator trusted the peer's certificate.
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(PkiStore::create_or_open(store_dir.path()).expect("pki store"));
+    store.trust(&pki.certificate).expect("trust the peer");
     let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
         .application_uri(OUR_SERVER_URI)
         .identity(key, cert.clone())
         .expect("identity")
         .secure_endpoints()
         .allow_security_none()
+        .pki(store)
         .start()
         .await
         .expect("server");
 
-    let pki = PeerPki::new("async-opcua client", PEER_CLIENT_URI);
     let peer = opcua::client::ClientBuilder::new()
         .application_name("async-opcua interop client")
         .application_uri(PEER_CLIENT_URI)

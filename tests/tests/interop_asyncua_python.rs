@@ -6,8 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+use certvault_opcua::pki::PkiStore;
 use certvault_opcua::server::ServerBuilder;
 use certvault_tests::{init_tracing, matrix_cases, Matrix, Vaultd};
 
@@ -50,23 +52,7 @@ fn wire_mode(mode: SecurityMode) -> &'static str {
 async fn python_asyncua_client_against_our_server_interop() {
     init_tracing();
     let Some(python) = python() else { return };
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
-    let key = vaultd.generate_rsa("opcua-server", 2048);
-    let cert = certvault_tests::self_signed(&key, "server", OUR_SERVER_URI);
-    let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
-        .application_uri(OUR_SERVER_URI)
-        .identity(key, cert.clone())
-        .expect("identity")
-        .secure_endpoints()
-        .allow_security_none()
-        .start()
-        .await
-        .expect("server");
-    let url = server.endpoint_url().to_string();
-
     let dir = tempfile::tempdir().unwrap();
-    let server_cert = dir.path().join("server.der");
-    std::fs::write(&server_cert, &cert).unwrap();
     let out = dir.path().to_str().unwrap().to_string();
     let generated = tokio::task::spawn_blocking({
         let python = python.clone();
@@ -77,6 +63,30 @@ async fn python_asyncua_client_against_our_server_interop() {
     assert_eq!(generated["ok"], true, "{generated}");
     let client_cert = generated["cert"].as_str().unwrap().to_string();
     let client_key = generated["key"].as_str().unwrap().to_string();
+
+    // Our server trusts exactly this peer, through its PKI store.
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(PkiStore::create_or_open(store_dir.path()).expect("pki store"));
+    let peer_der = std::fs::read(&client_cert).expect("peer certificate");
+    store.trust(&peer_der).expect("trust the peer");
+
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let key = vaultd.generate_rsa("opcua-server", 2048);
+    let cert = certvault_tests::self_signed(&key, "server", OUR_SERVER_URI);
+    let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
+        .application_uri(OUR_SERVER_URI)
+        .identity(key, cert.clone())
+        .expect("identity")
+        .pki(store)
+        .secure_endpoints()
+        .allow_security_none()
+        .start()
+        .await
+        .expect("server");
+    let url = server.endpoint_url().to_string();
+
+    let server_cert = dir.path().join("server.der");
+    std::fs::write(&server_cert, &cert).unwrap();
 
     let mut matrix = Matrix::default();
     for (policy, mode) in matrix_cases() {
@@ -120,6 +130,43 @@ async fn python_asyncua_client_against_our_server_interop() {
         matrix.record(policy, mode, "asyncua client -> our server", outcome);
     }
     matrix.print("Python asyncua 2.1.0 client against our server (server key in vaultd)");
+
+    // A peer our server does not trust is refused at OpenSecureChannel, with the code that does not reveal the
+    // trust list, and its certificate waits in rejected/certs for an operator.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let out = stranger_dir.path().to_str().unwrap().to_string();
+    let url2 = url.clone();
+    let server_cert2 = server_cert.display().to_string();
+    let refused = tokio::task::spawn_blocking(move || {
+        let g = run_peer(&python, &["gen-cert", "--out", &out, "--app-uri", PEER_CLIENT_URI, "--name", "stranger"]);
+        let (cert, key) = (g["cert"].as_str().unwrap().to_string(), g["key"].as_str().unwrap().to_string());
+        run_peer(
+            &python,
+            &[
+                "client-endpoints",
+                "--url",
+                &url2,
+                "--policy",
+                "Basic256Sha256",
+                "--mode",
+                "SignAndEncrypt",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--server-cert",
+                &server_cert2,
+                "--app-uri",
+                PEER_CLIENT_URI,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["status"], "BadSecurityChecksFailed", "{refused}");
+    let rejected = std::fs::read_dir(store_dir.path().join("rejected/certs")).unwrap().count();
+    assert_eq!(rejected, 1, "the stranger's certificate is kept for the operator");
     server.shutdown().await;
     assert!(matrix.failures().is_empty(), "failed cases: {:?}", matrix.failures());
 }

@@ -4,6 +4,11 @@
 //! A connected [`Client`] is a handle to a task that owns the socket and the sans-IO [`SecureChannel`]. Opening
 //! and renewing the channel sign and decrypt with our vault key, so those steps run on a blocking thread.
 //!
+//! Before anything is sent the client checks its own certificate against its vault key and the policy, and, with a
+//! [`PkiStore`] in [`ClientOptions::pki`], the server's certificate: trust (Part 4 §6.1.3, role Server), the host
+//! of the endpoint URL and the server's ApplicationUri. A refusal is an [`Error::CertificateRejected`] with the
+//! failed check's status code, and the client never opens the channel.
+//!
 //! ```no_run
 //! # async fn demo(identity: certvault_opcua::channel::asymmetric::LocalIdentity, server_cert: Vec<u8>)
 //! # -> certvault_opcua::Result<()> {
@@ -26,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opcua_types::{
@@ -41,6 +47,8 @@ use crate::channel::asymmetric::{LocalIdentity, PeerCertificate};
 use crate::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::{ClientConfig, Event, Now, SecureChannel};
 use crate::error::{Error, Result};
+use crate::pki::{check_own_certificate, check_peer_certificate, limits_for, IdentityError, PkiStore, Role};
+use crate::pki::{Cert, ValidationOptions};
 use crate::service::{BodyCodec, HasServiceResult};
 use crate::transport::connection::ClientHandshake;
 use crate::transport::tcp::{self, on_blocking, read_some, sleep_until};
@@ -58,8 +66,19 @@ pub struct ClientOptions {
     pub mode: SecurityMode,
     /// Our certificate and vault key (needed unless the policy is None).
     pub identity: Option<LocalIdentity>,
-    /// The server's certificate (DER, from its EndpointDescription), already trusted by the caller.
+    /// The server's certificate (DER, from its EndpointDescription). Judged by [`ClientOptions::pki`] when set;
+    /// without a PKI store the caller vouches for it.
     pub server_certificate: Option<Vec<u8>>,
+    /// The trust store that judges the server certificate (role Server, the URL's host, the ApplicationUri).
+    pub pki: Option<Arc<PkiStore>>,
+    /// The server's ApplicationUri (from its EndpointDescription); its certificate must carry it
+    /// (BadCertificateUriInvalid otherwise). Checked with [`ClientOptions::pki`].
+    pub expected_application_uri: Option<String>,
+    /// Suppressed checks of the server certificate (all off by default).
+    pub validation: ValidationOptions,
+    /// Our own ApplicationUri, checked against our certificate at start. When `None`, the certificate must carry
+    /// some subjectAltName URI.
+    pub application_uri: Option<String>,
     /// Transport limits.
     pub limits: Limits,
     /// Requested token lifetime; the client renews at 75 % of what the server grants.
@@ -78,6 +97,10 @@ impl ClientOptions {
             mode,
             identity: None,
             server_certificate: None,
+            pki: None,
+            expected_application_uri: None,
+            validation: ValidationOptions::default(),
+            application_uri: None,
             limits: Limits::default(),
             requested_lifetime: Duration::from_secs(3600),
             timeout: Duration::from_secs(30),
@@ -86,8 +109,22 @@ impl ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// Options for one of the server's endpoints: its policy, mode, certificate and ApplicationUri.
+    pub fn for_endpoint(endpoint: &EndpointDescription) -> Result<Self> {
+        let policy = SecurityPolicy::from_uri(endpoint.security_policy_uri.as_ref(), DeprecatedPolicies::Reject)?;
+        let mode = SecurityMode::from_wire(endpoint.security_mode)?;
+        let mut options = ClientOptions::new(policy, mode);
+        options.server_certificate = endpoint.server_certificate.value.as_ref().filter(|c| !c.is_empty()).cloned();
+        options.expected_application_uri =
+            Some(endpoint.server.application_uri.as_ref().to_owned()).filter(|u| !u.is_empty());
+        Ok(options)
+    }
+}
+
 /// Connects to `url` and opens a secure channel with `policy` and `mode`. `identity` and `server_certificate` are
-/// needed unless the policy is None.
+/// needed unless the policy is None; `server_certificate` is trusted as given (use [`Client::connect_with`] with a
+/// [`ClientOptions::pki`] to have it judged).
 pub async fn connect(
     url: &str,
     policy: SecurityPolicy,
@@ -258,9 +295,53 @@ impl Drop for Client {
     }
 }
 
-/// TCP connect, Hello/Acknowledge, OpenSecureChannel.
+/// Our certificate against our vault key, our ApplicationUri and the policy's limits.
+fn check_own(identity: &crate::channel::asymmetric::LocalIdentity, options: &ClientOptions) -> Result<()> {
+    let own_error = |source| Error::OwnCertificate { policy: options.policy.name(), source };
+    let uri = match &options.application_uri {
+        Some(uri) => uri.clone(),
+        None => {
+            let cert = Cert::from_der(identity.certificate()).map_err(|e| own_error(IdentityError::Invalid(e)))?;
+            cert.uris().first().cloned().ok_or_else(|| {
+                own_error(IdentityError::UriMissing { expected: "an ApplicationUri".into(), found: Vec::new() })
+            })?
+        }
+    };
+    let spki = &identity.key().info().spki_der;
+    check_own_certificate(identity.certificate(), spki, &uri, &[], Role::Client, &limits_for(options.policy))
+        .map(|_| ())
+        .map_err(own_error)
+}
+
+/// The checks before any byte goes to the server: our certificate, and the server's against our PKI store.
+fn check_certificates(parsed: &OpcTcpUrl, options: &ClientOptions) -> Result<()> {
+    if options.policy.is_none() {
+        return Ok(());
+    }
+    if let Some(identity) = &options.identity {
+        check_own(identity, options)?;
+    }
+    if let (Some(store), Some(cert)) = (&options.pki, &options.server_certificate) {
+        let validated = check_peer_certificate(
+            store,
+            cert,
+            options.policy,
+            &parsed.host,
+            options.expected_application_uri.as_deref(),
+            options.validation,
+        )?;
+        tracing::debug!(subject = validated.leaf().subject(), "server certificate trusted");
+    }
+    Ok(())
+}
+
+/// Certificate checks, TCP connect, Hello/Acknowledge, OpenSecureChannel.
 async fn establish(url: &str, options: ClientOptions) -> Result<(TcpStream, SecureChannel, FrameDecoder)> {
     let parsed = OpcTcpUrl::parse(url)?;
+    // Validation reads the PKI folders: keep the file system off the async workers.
+    let (parsed, options, checked) =
+        on_blocking((parsed, options), |(p, o)| check_certificates(p, o)).await.map(|((p, o), r)| (p, o, r))?;
+    checked?;
     let mut stream = tcp::connect(&parsed.socket_address()).await?;
     let mut decoder = FrameDecoder::new(options.limits.receive_buffer_size);
     let mut buf = vec![0u8; READ_CHUNK];

@@ -23,7 +23,7 @@ mod validate;
 mod tests;
 
 pub use cert::{split_chain, Cert, Crl, ExtKeyUsage, KeyUsageBits};
-pub use channel::{limits_for, StoreValidator};
+pub use channel::{check_peer_certificate, limits_for, CertificateRefusal, StoreValidator};
 pub use identity::{check_own_certificate, IdentityError};
 pub use policy::{PolicyLimits, Role};
 pub use sigalg::CertSigAlg;

@@ -1,13 +1,22 @@
 //! The OPC UA server over `opc.tcp`: listener, channel-id registry and the discovery services.
 //!
+//! Client certificates are judged by a [`PkiStore`] ([`ServerBuilder::pki`]); a server with secured endpoints and
+//! no trust decision does not start. At start the server's own certificate is checked against its vault key, its
+//! ApplicationUri, the endpoint host and every secured policy it offers, so a misconfiguration is a start-up error
+//! rather than a refusal at every client.
+//!
 //! ```no_run
-//! # async fn demo(key: certvault::SharedKey, chain: Vec<u8>) -> certvault_opcua::Result<()> {
+//! # async fn demo(key: certvault::SharedKey, chain: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
 //! use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+//! use certvault_opcua::pki::PkiStore;
 //! use certvault_opcua::server::ServerBuilder;
 //!
+//! let pki = Arc::new(PkiStore::create_or_open("/var/lib/example/pki")?);
 //! let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")
 //!     .application_uri("urn:example:server")
 //!     .identity(key, chain)?
+//!     .pki(pki)
 //!     .endpoint(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt)
 //!     .start()
 //!     .await?;
@@ -34,6 +43,9 @@ use crate::channel::asymmetric::LocalIdentity;
 use crate::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::{AcceptAnyCertificate, CertificateValidator, ServerConfig as ChannelConfig};
 use crate::error::{Error, Result};
+use crate::pki::{
+    check_own_certificate, limits_for, CertificateRefusal, PkiStore, Role, StoreValidator, ValidationOptions,
+};
 use crate::transport::connection::{ConnectionConfig, ServerConnection, DEFAULT_HELLO_TIMEOUT};
 use crate::transport::tcp::{connection_span, serve_connection};
 use crate::transport::uacp::Limits;
@@ -67,8 +79,13 @@ pub struct ServerConfig {
     pub min_token_lifetime_ms: u32,
     /// Longest token lifetime granted, in milliseconds.
     pub max_token_lifetime_ms: u32,
-    /// Trust decision on client certificates (the PKI store plugs in here).
-    pub validator: Arc<dyn CertificateValidator>,
+    /// The trust store that judges client certificates (with [`Role::Client`]). Secured endpoints need this or
+    /// [`ServerConfig::validator`], not both.
+    pub pki: Option<Arc<PkiStore>>,
+    /// Suppressed validation checks for client certificates (all off by default).
+    pub validation: ValidationOptions,
+    /// A trust decision of the caller's own instead of the PKI store (tests: [`AcceptAnyCertificate`]).
+    pub validator: Option<Arc<dyn CertificateValidator>>,
 }
 
 /// Builds a [`ServerConfig`] and starts the server.
@@ -79,8 +96,8 @@ pub struct ServerBuilder {
 
 impl ServerBuilder {
     /// A server at `endpoint_url` with no endpoints yet, default limits, a 10 s hello timeout, token lifetimes of
-    /// 10 s to 1 h, and a validator that trusts every client certificate (replace it with [`ServerBuilder::validator`]
-    /// outside tests).
+    /// 10 s to 1 h, and no trust decision yet: secured endpoints need [`ServerBuilder::pki`] (or, in tests,
+    /// [`ServerBuilder::accept_any_certificate`]).
     pub fn new(endpoint_url: impl Into<String>) -> Self {
         ServerBuilder {
             config: ServerConfig {
@@ -99,7 +116,9 @@ impl ServerBuilder {
                 hello_timeout: DEFAULT_HELLO_TIMEOUT,
                 min_token_lifetime_ms: 10_000,
                 max_token_lifetime_ms: 3_600_000,
-                validator: Arc::new(AcceptAnyCertificate),
+                pki: None,
+                validation: ValidationOptions::default(),
+                validator: None,
             },
         }
     }
@@ -184,10 +203,31 @@ impl ServerBuilder {
         self
     }
 
-    /// The trust decision on client certificates.
-    pub fn validator(mut self, validator: Arc<dyn CertificateValidator>) -> Self {
-        self.config.validator = validator;
+    /// Judges client certificates with `store` (Part 4 §6.1.3, role Client): untrusted certificates are refused
+    /// and copied to its rejected/certs, and trust changes in its folders apply to the next channel. Replaces a
+    /// validator set before.
+    pub fn pki(mut self, store: Arc<PkiStore>) -> Self {
+        self.config.pki = Some(store);
+        self.config.validator = None;
         self
+    }
+
+    /// Suppresses validation checks of client certificates (see [`ValidationOptions`]; all off by default).
+    pub fn validation_options(mut self, options: ValidationOptions) -> Self {
+        self.config.validation = options;
+        self
+    }
+
+    /// A trust decision of the caller's own instead of a PKI store. Replaces a PKI store set before.
+    pub fn validator(mut self, validator: Arc<dyn CertificateValidator>) -> Self {
+        self.config.validator = Some(validator);
+        self.config.pki = None;
+        self
+    }
+
+    /// Trusts every client certificate. Only for tests: it must be asked for, never a default.
+    pub fn accept_any_certificate(self) -> Self {
+        self.validator(Arc::new(AcceptAnyCertificate))
     }
 
     /// The configuration so far.
@@ -203,6 +243,7 @@ impl ServerBuilder {
 
 struct Shared {
     config: ServerConfig,
+    validator: Arc<dyn CertificateValidator>,
     discovery: Discovery,
     connection: ConnectionConfig,
     registry: Arc<ChannelRegistry>,
@@ -215,6 +256,7 @@ pub struct Server {
     endpoint_url: String,
     endpoints: Vec<EndpointDescription>,
     registry: Arc<ChannelRegistry>,
+    store_validator: Option<Arc<StoreValidator>>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -232,7 +274,7 @@ impl ShutdownHandle {
     }
 }
 
-fn check(config: &ServerConfig) -> Result<()> {
+fn check(config: &ServerConfig, host: &str) -> Result<()> {
     if config.endpoints.is_empty() {
         return Err(Error::InvalidState("a server needs at least one endpoint"));
     }
@@ -252,15 +294,45 @@ fn check(config: &ServerConfig) -> Result<()> {
             if let certvault::KeyAlgorithm::Rsa { bits } = identity.key_algorithm() {
                 policy.check_key_bits(bits)?;
             }
+            check_own_certificate(
+                identity.certificate(),
+                &identity.key().info().spki_der,
+                &config.application.application_uri,
+                &[host],
+                Role::Server,
+                &limits_for(policy),
+            )
+            .map_err(|source| Error::OwnCertificate { policy: policy.name(), source })?;
         }
     }
     Ok(())
 }
 
+/// The validator channels use, and the store validator behind it when there is one (for refusal reports).
+type TrustDecision = (Arc<dyn CertificateValidator>, Option<Arc<StoreValidator>>);
+
+/// The trust decision on client certificates: the caller's validator, or the PKI store, or none when only policy
+/// None is offered (no certificate is ever presented then).
+fn trust_decision(config: &ServerConfig) -> Result<TrustDecision> {
+    match (&config.validator, &config.pki) {
+        (Some(_), Some(_)) => Err(Error::InvalidState("configure either a PKI store or a validator, not both")),
+        (Some(validator), None) => Ok((validator.clone(), None)),
+        (None, Some(store)) => {
+            let validator = Arc::new(StoreValidator::new(store.clone(), Role::Client, config.validation));
+            Ok((validator.clone(), Some(validator)))
+        }
+        (None, None) if config.endpoints.iter().all(|(p, _)| p.is_none()) => Ok((Arc::new(AcceptAnyCertificate), None)),
+        (None, None) => Err(Error::InvalidState(
+            "secured endpoints need a PKI store (ServerBuilder::pki) to judge client certificates",
+        )),
+    }
+}
+
 impl Server {
     async fn start(config: ServerConfig) -> Result<Server> {
-        check(&config)?;
         let url = OpcTcpUrl::parse(&config.endpoint_url)?;
+        check(&config, &url.host)?;
+        let (validator, store_validator) = trust_decision(&config)?;
         let bind = config.bind_address.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, url.port)));
         let listener = TcpListener::bind(bind).await?;
         let local_addr = listener.local_addr()?;
@@ -272,12 +344,12 @@ impl Server {
         connection.limits = config.limits;
         connection.hello_timeout = config.hello_timeout;
         let registry = ChannelRegistry::new();
-        let shared = Arc::new(Shared { config, discovery, connection, registry: registry.clone() });
+        let shared = Arc::new(Shared { config, validator, discovery, connection, registry: registry.clone() });
         let (shutdown, watcher) = watch::channel(false);
         let span = tracing::info_span!("opcua_server", url = %endpoint_url);
         let task = tokio::spawn(accept_loop(listener, shared, watcher).instrument(span));
         tracing::info!(%endpoint_url, %local_addr, "OPC UA server listening");
-        Ok(Server { local_addr, endpoint_url, endpoints, registry, shutdown, task: Some(task) })
+        Ok(Server { local_addr, endpoint_url, endpoints, registry, store_validator, shutdown, task: Some(task) })
     }
 
     /// The address the listener is bound to.
@@ -298,6 +370,12 @@ impl Server {
     /// How many connections currently hold a channel id.
     pub fn live_connections(&self) -> usize {
         self.registry.live()
+    }
+
+    /// Client certificates refused from now on, with the specific status code the client does not see. `None`
+    /// when the server judges certificates with a validator of the caller's instead of a PKI store.
+    pub fn certificate_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<CertificateRefusal>> {
+        self.store_validator.as_ref().map(|v| v.subscribe())
     }
 
     /// A handle that stops the server.
@@ -338,7 +416,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                                 secure_channel_id: id.get(),
                                 min_lifetime_ms: shared.config.min_token_lifetime_ms,
                                 max_lifetime_ms: shared.config.max_token_lifetime_ms,
-                                validator: shared.config.validator.clone(),
+                                validator: shared.validator.clone(),
                             };
                             let conn = ServerConnection::new(shared.connection.clone(), channel, Instant::now());
                             tracing::debug!("accepted");
@@ -369,4 +447,66 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
     }
     // Every connection watches the same signal; wait for them to write their last bytes.
     while connections.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::asymmetric::tests::cached;
+    use opcua_types::StatusCode;
+
+    fn builder() -> ServerBuilder {
+        let (key, cert) = cached(2048, "server");
+        ServerBuilder::new("opc.tcp://localhost:0/")
+            .application_uri("urn:certvault:test:server")
+            .identity(key, cert)
+            .unwrap()
+            .endpoint(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt)
+    }
+
+    #[tokio::test]
+    async fn secured_endpoints_need_a_trust_decision() {
+        let err = builder().start().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidState(m) if m.contains("PKI store")), "{err}");
+        // Policy None alone needs none: no certificate is ever presented.
+        let none = ServerBuilder::new("opc.tcp://localhost:0/").allow_security_none().start().await.unwrap();
+        none.shutdown().await;
+        let dir = tempfile::tempdir().unwrap();
+        let both = builder().pki(Arc::new(PkiStore::create_or_open(dir.path()).unwrap()));
+        let mut config = both.config().clone();
+        config.validator = Some(Arc::new(AcceptAnyCertificate));
+        assert!(ServerBuilder::from_config(config).start().await.is_err(), "a PKI store and a validator conflict");
+    }
+
+    #[tokio::test]
+    async fn a_pki_store_judges_clients_and_reports_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(PkiStore::create_or_open(dir.path()).unwrap());
+        let server = builder().pki(store).start().await.unwrap();
+        assert!(server.certificate_refusals().is_some());
+        server.shutdown().await;
+        let server = builder().accept_any_certificate().start().await.unwrap();
+        assert!(server.certificate_refusals().is_none());
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_own_certificate_is_checked_at_start() {
+        let wrong_uri = builder().application_uri("urn:certvault:test:other").accept_any_certificate();
+        let err = wrong_uri.start().await.unwrap_err();
+        assert!(matches!(err, Error::OwnCertificate { source: crate::pki::IdentityError::UriMissing { .. }, .. }));
+        assert_eq!(err.status_code(), StatusCode::BadCertificateUriInvalid);
+
+        let mut wrong_host = builder().accept_any_certificate();
+        wrong_host.config.endpoint_url = "opc.tcp://plc.example:0/".into();
+        let err = wrong_host.start().await.unwrap_err();
+        assert_eq!(err.status_code(), StatusCode::BadCertificateHostNameInvalid, "{err}");
+        assert!(err.to_string().contains("plc.example"), "{err}");
+
+        // The certificate of another key.
+        let (other_key, _) = cached(2048, "client");
+        let (_, cert) = cached(2048, "server");
+        let err = ServerBuilder::new("opc.tcp://localhost:0/").identity(other_key, cert).unwrap_err();
+        assert_eq!(err.status_code(), StatusCode::BadCertificateInvalid);
+    }
 }

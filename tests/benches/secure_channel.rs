@@ -11,7 +11,8 @@
 //!
 //! The client side (this process, the clients' vaultd) runs on CPU 1. Without `taskset` or with fewer than two CPUs
 //! the run is unpinned and says so. Environment: `CHBENCH_OPENS` (opens per client, default 200), `CHBENCH_QUICK=1`
-//! (20 opens, short throughput runs), `CHBENCH_PIN=0` (no pinning).
+//! (20 opens, short throughput runs), `CHBENCH_PIN=0` (no pinning). Without the `--bench` argument (`cargo test
+//! --benches`) it is a smoke run of 5 opens per client.
 //!
 //! Every key and certificate is made at run time; every child process is stopped by a drop guard, also on panic.
 #![forbid(unsafe_code)]
@@ -202,6 +203,45 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Busy and total jiffies of the whole machine (/proc/stat), and the CPU jiffies of this process and its waited-for
+/// children (/proc/self/stat: utime, stime, cutime, cstime).
+#[derive(Clone, Copy, Default)]
+struct CpuSnapshot {
+    machine_busy: u64,
+    machine_total: u64,
+    own: u64,
+}
+
+impl CpuSnapshot {
+    fn take() -> CpuSnapshot {
+        let mut snap = CpuSnapshot::default();
+        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(str::to_owned))
+        {
+            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal (guest time is already in user).
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            snap.machine_total = total;
+            snap.machine_busy = total.saturating_sub(idle);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the parenthesised command name; utime is field 14 overall, i.e. index 11 here.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+            snap.own = f.iter().skip(11).take(4).sum();
+        }
+        snap
+    }
+
+    /// Share of the machine's CPU time, between `self` and `later`, used by processes outside this benchmark.
+    fn others_share(&self, later: &CpuSnapshot) -> f64 {
+        let total = later.machine_total.saturating_sub(self.machine_total).max(1) as f64;
+        let busy = later.machine_busy.saturating_sub(self.machine_busy) as f64;
+        let own = later.own.saturating_sub(self.own) as f64;
+        ((busy - own) / total).max(0.0)
+    }
+}
+
 fn date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -239,12 +279,19 @@ fn client_main() {
         Some("taskset not found")
     };
 
-    let quick = env_flag("CHBENCH_QUICK").as_deref() == Some("1");
-    let opens: usize = env_flag("CHBENCH_OPENS")
-        .map(|v| v.parse().expect("CHBENCH_OPENS must be a number"))
-        .unwrap_or(if quick { 20 } else { 200 });
+    // `cargo test --benches` runs this binary without `--bench`: a smoke run (5 opens, short phases).
+    let test_mode = !std::env::args().any(|a| a == "--bench");
+    let quick = test_mode || env_flag("CHBENCH_QUICK").as_deref() == Some("1");
+    let opens: usize = env_flag("CHBENCH_OPENS").map(|v| v.parse().expect("CHBENCH_OPENS must be a number")).unwrap_or(
+        match (test_mode, quick) {
+            (true, _) => 5,
+            (false, true) => 20,
+            (false, false) => 200,
+        },
+    );
     assert!(opens > 0, "CHBENCH_OPENS must be positive");
     let load_before = loadavg();
+    let cpu_before = CpuSnapshot::take();
     let started = Instant::now();
 
     let server = ServerProcess::spawn(pinned);
@@ -263,6 +310,8 @@ fn client_main() {
     drop(rt);
     drop(server);
     drop(client_vaultd);
+    // Every child has been waited for, so its CPU time is in our cutime/cstime.
+    let others = cpu_before.others_share(&CpuSnapshot::take());
 
     let report = Report {
         date: date(),
@@ -280,8 +329,13 @@ fn client_main() {
         },
         load_before,
         load_after: loadavg(),
+        others,
         opens,
-        quick,
+        mode: match (test_mode, quick) {
+            (true, _) => "test mode (no --bench argument: smoke run)",
+            (false, true) => "quick (CHBENCH_QUICK=1)",
+            (false, false) => "full",
+        },
         elapsed: started.elapsed(),
         open_rows,
         msg_rows,
@@ -636,8 +690,9 @@ struct Report {
     pinning: String,
     load_before: String,
     load_after: String,
+    others: f64,
     opens: usize,
-    quick: bool,
+    mode: &'static str,
     elapsed: Duration,
     open_rows: OpenRows,
     msg_rows: Vec<MsgRow>,
@@ -652,11 +707,20 @@ impl Report {
         println!("- pinning: {}", self.pinning);
         println!("- load average (1/5/15 min) before: {}; after: {}", self.load_before, self.load_after);
         println!(
+            "- CPU time of processes outside this benchmark during the run: {:.0} % of the machine ({} CPUs)",
+            100.0 * self.others,
+            self.cpus
+        );
+        println!(
             "- mode: {}; {} measured opens per client after {} warm-up opens, interleaved; run took {:.0} s",
-            if self.quick { "quick (CHBENCH_QUICK=1)" } else { "full" },
+            self.mode,
             self.opens,
             WARMUP_OPENS,
             self.elapsed.as_secs_f64()
+        );
+        println!(
+            "- build: {}",
+            if cfg!(debug_assertions) { "debug (figures are not meaningful)" } else { "optimised (bench profile)" }
         );
         println!("- policy: Basic256Sha256, SignAndEncrypt, RSA-2048 both sides; server key in vaultd; 127.0.0.1");
 

@@ -40,3 +40,8 @@ pub mod transport;
 mod wire;
 
 pub use error::{Error, Result};
+
+/// Channel builders for the cargo-fuzz targets (feature `fuzzing`, off by default; see `fuzz/README.md`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use channel::secure_channel::fuzzing;

@@ -31,6 +31,9 @@ use super::Role;
 use crate::error::{Error, Result};
 use crate::transport::uacp::{ChunkType, ErrorMessage, MessageHeader, MessageType, Negotiated};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 /// The current time, passed in: a monotonic instant for deadlines and the wall clock for wire timestamps.
 #[derive(Clone, Copy, Debug)]
 pub struct Now {

@@ -6,13 +6,11 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use certvault::container::{Container, KdfParams};
@@ -121,46 +119,13 @@ impl Drop for Vaultd {
 }
 
 fn spawn_vaultd(exe: &str, container: &Path, socket: &Path) -> Child {
-    let mut child = Command::new(exe)
-        .arg("--container")
-        .arg(container)
-        .arg("--socket")
-        .arg(socket)
-        .env("CERTVAULT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {exe}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut s) = child.stderr.take() {
-                let _ = s.read_to_string(&mut err);
-            }
-            panic!("vaultd exited with {status}: {err}");
-        }
-        if UnixStream::connect(socket).is_ok() {
-            // Drain the daemon's log so it can never block on a full pipe.
-            if let Some(mut err) = child.stderr.take() {
-                std::thread::spawn(move || {
-                    let mut s = String::new();
-                    let _ = err.read_to_string(&mut s);
-                    if !s.is_empty() {
-                        eprintln!("vaultd said:\n{s}");
-                    }
-                });
-            }
-            return child;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("vaultd did not listen within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    certvault::daemon::launch::start_vaultd(
+        Path::new(exe),
+        &["--container".as_ref(), container.as_os_str()],
+        socket,
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A software key in this process (for the client side of tests; the product keeps keys in a vault).

@@ -19,10 +19,8 @@
 //! whose operations fail is reported as failed instead of timed. Targets are printed as measured yes/no lines; the
 //! benchmark never fails on them. See `docs/benchmarks.md`.
 
-use std::fs::File;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -416,35 +414,10 @@ impl Vaultd {
         Container::create(&container, "CV-BENCH", PIN, ADMIN_PIN, BENCH_KDF, 3)
             .map_err(|e| format!("creating container: {e}"))?;
         let socket = dir.path().join("vaultd.sock");
-        let log_path = dir.path().join("vaultd.log");
-        let log = File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-        let child = Command::new(&binary)
-            .arg("--container")
-            .arg(&container)
-            .arg("--socket")
-            .arg(&socket)
-            .env("CERTVAULT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("spawning {}: {e}", binary.display()))?;
-        // From here on the guard owns the process: every early return kills it.
-        let mut daemon = Vaultd { child, socket, binary, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                let said = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(format!("vaultd exited with {status}: {}", said.trim()));
-            }
-            if UnixStream::connect(&daemon.socket).is_ok() {
-                return Ok(daemon);
-            }
-            if Instant::now() > deadline {
-                return Err("vaultd did not listen within 20 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let args = ["--container".as_ref(), container.as_os_str()];
+        let child = certvault::daemon::launch::start_vaultd(&binary, &args, &socket, Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        Ok(Vaultd { child, socket, binary, dir })
     }
 
     fn client(&self) -> Result<DaemonClient, String> {

@@ -5,9 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use certvault::container::{Container, KdfParams};
@@ -48,22 +48,9 @@ fn vaultd_binary() -> Result<PathBuf> {
 }
 
 fn start_vaultd(container: &Path, socket: &Path) -> Result<Daemon> {
-    let child = Command::new(vaultd_binary()?)
-        .arg("--container")
-        .arg(container)
-        .arg("--socket")
-        .arg(socket)
-        .env("CERTVAULT_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting vaultd")?;
-    let daemon = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
-        ensure!(Instant::now() < deadline, "vaultd did not start listening on {}", socket.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(daemon)
+    let args = ["--container".as_ref(), container.as_os_str()];
+    let child = certvault::daemon::launch::start_vaultd(&vaultd_binary()?, &args, socket, Duration::from_secs(10))?;
+    Ok(Daemon(child))
 }
 
 /// A SoftHSM2 token in `dir`, if SoftHSM2 is installed.

@@ -4,4 +4,5 @@
 //! thread, so a slow key operation never holds up another client, and there is no async runtime in the process
 //! that holds the keys.
 pub mod client;
+pub mod launch;
 pub mod server;

@@ -1,10 +1,8 @@
 //! A real `vaultd` process per test: its own temporary directory, container and socket, killed on drop.
 
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use certvault::container::{Container, KdfParams};
 use certvault::DaemonClient;
@@ -83,43 +81,11 @@ pub fn spawn(container: &Path, socket: &Path) -> Result<Child, String> {
 
 /// Starts `vaultd` with `args` plus `--socket socket` and waits until the socket answers.
 pub fn spawn_with(args: &[&std::ffi::OsStr], socket: &Path) -> Result<Child, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .env("CERTVAULT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawning vaultd: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut s) = child.stderr.take() {
-                let _ = s.read_to_string(&mut err);
-            }
-            return Err(format!("vaultd exited with {status}: {err}"));
-        }
-        if UnixStream::connect(socket).is_ok() {
-            // Drain vaultd's log so a chatty daemon can never block on a full pipe.
-            if let Some(mut err) = child.stderr.take() {
-                std::thread::spawn(move || {
-                    let mut s = String::new();
-                    let _ = err.read_to_string(&mut s);
-                    if !s.is_empty() {
-                        eprintln!("vaultd said:\n{s}");
-                    }
-                });
-            }
-            return Ok(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("vaultd did not start listening within 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    certvault::daemon::launch::start_vaultd(
+        Path::new(env!("CARGO_BIN_EXE_vaultd")),
+        args,
+        socket,
+        Duration::from_secs(20),
+    )
+    .map_err(|e| e.to_string())
 }

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod discovery;
 pub mod registry;
 

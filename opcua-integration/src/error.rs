@@ -54,6 +54,10 @@ pub enum Error {
     /// A signature, MAC, padding or decryption check failed. Deliberately vague on the wire.
     #[error("security checks failed: {0}")]
     SecurityChecksFailed(&'static str),
+    /// A session signature (serverSignature, clientSignature, userTokenSignature) or an encrypted user secret that
+    /// does not check out. The services map it to their own status; on its own it is BadApplicationSignatureInvalid.
+    #[error("signature invalid: {0}")]
+    SignatureInvalid(String),
     /// A certificate that cannot be used (unparsable, not ours, missing).
     #[error("certificate invalid: {0}")]
     CertificateInvalid(String),
@@ -163,6 +167,7 @@ impl Error {
             Error::EncodingLimitsExceeded(_) => StatusCode::BadEncodingLimitsExceeded,
             Error::Decoding(_) => StatusCode::BadDecodingError,
             Error::SecurityChecksFailed(_) => StatusCode::BadSecurityChecksFailed,
+            Error::SignatureInvalid(_) => StatusCode::BadApplicationSignatureInvalid,
             Error::CertificateInvalid(_) => StatusCode::BadCertificateInvalid,
             Error::CertificateRejected { status, .. } => *status,
             Error::CertificatePolicyCheckFailed(_) => StatusCode::BadCertificatePolicyCheckFailed,

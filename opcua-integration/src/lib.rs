@@ -23,6 +23,8 @@
 //!   codes, the own-certificate check, and [`pki::StoreValidator`], the store as the channel's trust decision.
 //! - [`server`]: the `opc.tcp` server: listener, channel registry, discovery, trust through a [`pki::PkiStore`].
 //! - [`client`]: the `opc.tcp` client: connect, certificate checks before the channel, renewal, discovery calls.
+//! - [`session`]: what client and server share about sessions: signatures over certificate and nonce, the encrypted
+//!   user secret.
 //! - [`service`]: encoding and decoding of service request/response bodies.
 //! - [`error`]: the crate's [`Error`].
 //!
@@ -36,6 +38,7 @@ pub mod error;
 pub mod pki;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod transport;
 mod wire;
 

@@ -8,9 +8,9 @@ use opcua_types::{
 };
 
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
-use crate::channel::secure_channel::{Now, SecureChannel};
+use crate::channel::secure_channel::Now;
 use crate::service::BodyCodec;
-use crate::transport::tcp::ServiceHandler;
+use crate::transport::tcp::{ChannelInfo, Reply, ServiceHandler};
 
 /// The transport profile of UA TCP with UA Secure Conversation and UA Binary.
 pub const TRANSPORT_PROFILE_URI: &str = "http://opcfoundation.org/UA-Profile/Transport/uatcp-uasc-uabinary";
@@ -179,8 +179,8 @@ impl Discovery {
 }
 
 impl ServiceHandler for Discovery {
-    fn handle(&self, body: &[u8], _channel: &SecureChannel, now: Now) -> Vec<u8> {
-        self.answer(body, now)
+    fn handle(&self, body: Vec<u8>, _channel: &ChannelInfo, now: Now) -> Reply {
+        Reply::Ready(self.answer(&body, now))
     }
 }
 

@@ -28,6 +28,9 @@
 pub mod access;
 pub mod discovery;
 pub mod registry;
+pub mod session;
+pub mod user_token;
+pub mod users;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -12,8 +12,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
 use super::connection::ServerConnection;
 use super::uacp::MessageType;
+use crate::channel::asymmetric::PeerCertificate;
+use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::{Event, Now, SecureChannel};
 use crate::error::{Error, Result};
 
@@ -74,11 +82,58 @@ pub async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// What a service handler learns about the secure channel a request came in on.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    /// The server-assigned secure channel id (sessions are bound to it).
+    pub secure_channel_id: u32,
+    /// The channel's policy.
+    pub policy: SecurityPolicy,
+    /// The channel's mode.
+    pub mode: SecurityMode,
+    /// The client's certificate from OpenSecureChannel (None for policy None).
+    pub peer_certificate: Option<PeerCertificate>,
+}
+
+impl ChannelInfo {
+    /// The information of an open channel.
+    pub fn of(channel: &SecureChannel) -> Self {
+        ChannelInfo {
+            secure_channel_id: channel.secure_channel_id(),
+            policy: channel.policy(),
+            mode: channel.mode(),
+            peer_certificate: channel.peer_certificate().cloned(),
+        }
+    }
+}
+
+/// A response that is ready now, or one that a future produces later (a vault signature on a blocking thread, a
+/// method handler, a Publish request that waits for notifications). The connection keeps serving other requests
+/// while a later response is pending.
+pub enum Reply {
+    /// The encoded NodeId + response.
+    Ready(Vec<u8>),
+    /// A future yielding the encoded NodeId + response.
+    Later(Pin<Box<dyn Future<Output = Vec<u8>> + Send>>),
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Ready(bytes) => write!(f, "Reply::Ready({} bytes)", bytes.len()),
+            Reply::Later(_) => f.write_str("Reply::Later"),
+        }
+    }
+}
+
 /// Answers the service requests of one server channel.
 pub trait ServiceHandler: Send + Sync + 'static {
-    /// Answers one request (`body` is the encoded NodeId + request) with the encoded NodeId + response. Cheap,
-    /// called on the connection's task.
-    fn handle(&self, body: &[u8], channel: &SecureChannel, now: Now) -> Vec<u8>;
+    /// Answers one request (`body` is the encoded NodeId + request). Called on the connection's task: anything
+    /// slow (the vault, an application callback) belongs in a [`Reply::Later`].
+    fn handle(&self, body: Vec<u8>, channel: &ChannelInfo, now: Now) -> Reply;
+
+    /// The channel `secure_channel_id` is gone: its pending requests will never be answered.
+    fn channel_closed(&self, _secure_channel_id: u32) {}
 }
 
 /// Serves one accepted connection until it closes, the peer goes away, or `shutdown` turns true.
@@ -94,8 +149,10 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
     stream.set_nodelay(true)?;
     let mut core = Some(connection);
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut channel_id = None;
     let result = loop {
-        if let Err(e) = process(&mut core, handler).await {
+        if let Err(e) = process(&mut core, handler, &mut pending, &mut channel_id).await {
             tracing::debug!(error = %e, "connection step failed");
         }
         let Some(conn) = core.as_mut() else { break Err(Error::ChannelClosed) };
@@ -109,6 +166,9 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
                 Some(n) => conn.receive(&buf[..n]),
                 None => break Ok(()),
             },
+            Some((request_id, response)) = pending.next(), if !pending.is_empty() => {
+                send_response(conn, request_id, &response);
+            }
             () = sleep_until(deadline) => {
                 // Server-side timeouts (hello, token expiry) never call the vault.
                 if let Err(e) = conn.handle_timeout(Now::system()) {
@@ -124,13 +184,24 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
             }
         }
     };
+    if let Some(id) = channel_id {
+        handler.channel_closed(id);
+    }
     let _ = stream.shutdown().await;
     result
 }
 
+/// A response being produced, with the request id it answers.
+type Pending = Pin<Box<dyn Future<Output = (u32, Vec<u8>)> + Send>>;
+
 /// Processes every whole frame the connection holds, OpenSecureChannel frames on a blocking thread, and answers the
 /// requests that result.
-async fn process<H: ServiceHandler + ?Sized>(core: &mut Option<ServerConnection>, handler: &H) -> Result<()> {
+async fn process<H: ServiceHandler + ?Sized>(
+    core: &mut Option<ServerConnection>,
+    handler: &H,
+    pending: &mut FuturesUnordered<Pending>,
+    channel_id: &mut Option<u32>,
+) -> Result<()> {
     loop {
         let Some(mut conn) = core.take() else { return Err(Error::ChannelClosed) };
         let step = if conn.next_needs_vault() {
@@ -140,7 +211,7 @@ async fn process<H: ServiceHandler + ?Sized>(core: &mut Option<ServerConnection>
         } else {
             conn.process_next(Now::system())
         };
-        drain_events(&mut conn, handler);
+        drain_events(&mut conn, handler, pending, channel_id);
         let closed = conn.is_closed();
         *core = Some(conn);
         match step {
@@ -151,17 +222,30 @@ async fn process<H: ServiceHandler + ?Sized>(core: &mut Option<ServerConnection>
     }
 }
 
-fn drain_events<H: ServiceHandler + ?Sized>(conn: &mut ServerConnection, handler: &H) {
+fn send_response(conn: &mut ServerConnection, request_id: u32, response: &[u8]) {
+    let Some(channel) = conn.channel_mut() else { return };
+    if let Err(e) = channel.send_response(request_id, response) {
+        tracing::warn!(request_id, error = %e, "could not send a response");
+    }
+}
+
+fn drain_events<H: ServiceHandler + ?Sized>(
+    conn: &mut ServerConnection,
+    handler: &H,
+    pending: &mut FuturesUnordered<Pending>,
+    channel_id: &mut Option<u32>,
+) {
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Request { request_id, body } => {
-                let Some(channel) = conn.channel_mut() else { return };
-                let response = handler.handle(&body, channel, Now::system());
-                if let Err(e) = channel.send_response(request_id, &response) {
-                    tracing::warn!(request_id, error = %e, "could not send a response");
+                let Some(channel) = conn.channel() else { return };
+                match handler.handle(body, &ChannelInfo::of(channel), Now::system()) {
+                    Reply::Ready(response) => send_response(conn, request_id, &response),
+                    Reply::Later(future) => pending.push(Box::pin(async move { (request_id, future.await) })),
                 }
             }
             Event::Opened { secure_channel_id, token_id, revised_lifetime_ms, renewed } => {
+                *channel_id = Some(secure_channel_id);
                 let span = tracing::Span::current();
                 if let Some(channel) = conn.channel() {
                     span.record("channel_id", secure_channel_id);

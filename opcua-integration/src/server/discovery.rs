@@ -1,12 +1,13 @@
 //! The discovery services a server answers without a session: GetEndpoints and FindServers (Part 4 §5.4). Every
-//! other request gets a ServiceFault with BadServiceUnsupported until the session layer exists.
+//! other request belongs to the session layer ([`super::services`]).
 
 use opcua_types::{
     ApplicationDescription, ApplicationType, ByteString, EndpointDescription, FindServersRequest, FindServersResponse,
     GetEndpointsRequest, GetEndpointsResponse, LocalizedText, ObjectId, RequestHeader, ResponseHeader, ServiceFault,
-    StatusCode, UAString, UserTokenPolicy, UserTokenType,
+    StatusCode, UAString,
 };
 
+use super::user_token::{self, UserTokenKinds};
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::Now;
 use crate::service::BodyCodec;
@@ -14,8 +15,6 @@ use crate::transport::tcp::{ChannelInfo, Reply, ServiceHandler};
 
 /// The transport profile of UA TCP with UA Secure Conversation and UA Binary.
 pub const TRANSPORT_PROFILE_URI: &str = "http://opcfoundation.org/UA-Profile/Transport/uatcp-uasc-uabinary";
-/// The id of the anonymous user token policy every endpoint offers.
-pub const ANONYMOUS_POLICY_ID: &str = "anonymous";
 
 /// How a server describes itself.
 #[derive(Clone, Debug)]
@@ -55,12 +54,13 @@ pub struct Discovery {
 
 impl Discovery {
     /// Describes the endpoints at `endpoint_url`: one per (policy, mode), all with `certificate` (DER; empty when
-    /// only None is offered) and the anonymous user token policy, strongest first.
+    /// only None is offered) and the user token policies of `tokens`, strongest first.
     pub fn new(
         info: &ApplicationInfo,
         endpoint_url: &str,
         certificate: &[u8],
         endpoints: &[(SecurityPolicy, SecurityMode)],
+        tokens: UserTokenKinds,
     ) -> Self {
         let application = ApplicationDescription {
             application_uri: info.application_uri.as_str().into(),
@@ -70,13 +70,6 @@ impl Discovery {
             gateway_server_uri: UAString::null(),
             discovery_profile_uri: UAString::null(),
             discovery_urls: Some(vec![endpoint_url.into()]),
-        };
-        let anonymous = UserTokenPolicy {
-            policy_id: ANONYMOUS_POLICY_ID.into(),
-            token_type: UserTokenType::Anonymous,
-            issued_token_type: UAString::null(),
-            issuer_endpoint_url: UAString::null(),
-            security_policy_uri: UAString::null(),
         };
         let certificate =
             if certificate.is_empty() { ByteString::null() } else { ByteString::from(certificate.to_vec()) };
@@ -88,7 +81,7 @@ impl Discovery {
                 server_certificate: certificate.clone(),
                 security_mode: mode.to_wire(),
                 security_policy_uri: policy.uri().into(),
-                user_identity_tokens: Some(vec![anonymous.clone()]),
+                user_identity_tokens: Some(user_token::policies(tokens, policy, !certificate.is_null())),
                 transport_profile_uri: TRANSPORT_PROFILE_URI.into(),
                 security_level: security_level(policy, mode),
             })
@@ -204,6 +197,7 @@ mod tests {
                 (SecurityPolicy::Basic256Sha256, SecurityMode::Sign),
                 (SecurityPolicy::Aes256Sha256RsaPss, SecurityMode::SignAndEncrypt),
             ],
+            UserTokenKinds::default(),
         )
     }
 

@@ -28,6 +28,7 @@
 pub mod access;
 pub mod discovery;
 pub mod registry;
+pub mod services;
 pub mod session;
 pub mod user_token;
 pub mod users;
@@ -57,6 +58,10 @@ use crate::transport::url::OpcTcpUrl;
 
 pub use discovery::{ApplicationInfo, Discovery};
 pub use registry::ChannelRegistry;
+pub use services::{NoSessionServices, Services, SessionServices};
+pub use session::{SessionLimits, SessionManager};
+pub use user_token::{Authenticator, UserTokenKinds};
+pub use users::UserDatabase;
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]
@@ -90,6 +95,16 @@ pub struct ServerConfig {
     pub validation: ValidationOptions,
     /// A trust decision of the caller's own instead of the PKI store (tests: [`AcceptAnyCertificate`]).
     pub validator: Option<Arc<dyn CertificateValidator>>,
+    /// Session limits.
+    pub sessions: SessionLimits,
+    /// The user token kinds offered.
+    pub user_tokens: UserTokenKinds,
+    /// Users, passwords and user certificate roles.
+    pub users: Arc<UserDatabase>,
+    /// The trust list of user certificates (X.509 user tokens need it).
+    pub user_pki: Option<Arc<PkiStore>>,
+    /// Read, Write, Browse, Call, subscriptions...: what an activated session may ask for.
+    pub session_services: Arc<dyn SessionServices>,
 }
 
 /// Builds a [`ServerConfig`] and starts the server.
@@ -123,6 +138,11 @@ impl ServerBuilder {
                 pki: None,
                 validation: ValidationOptions::default(),
                 validator: None,
+                sessions: SessionLimits::default(),
+                user_tokens: UserTokenKinds::default(),
+                users: Arc::new(UserDatabase::empty()),
+                user_pki: None,
+                session_services: Arc::new(NoSessionServices),
             },
         }
     }
@@ -234,6 +254,39 @@ impl ServerBuilder {
         self.validator(Arc::new(AcceptAnyCertificate))
     }
 
+    /// Session limits.
+    pub fn session_limits(mut self, limits: SessionLimits) -> Self {
+        self.config.sessions = limits;
+        self
+    }
+
+    /// The users file (passwords, roles, user certificate roles). Enables user name tokens.
+    pub fn users(mut self, users: UserDatabase) -> Self {
+        self.config.users = Arc::new(users);
+        self.config.user_tokens.username = true;
+        self
+    }
+
+    /// The trust list of user certificates. Enables X.509 user tokens.
+    pub fn user_pki(mut self, store: Arc<PkiStore>) -> Self {
+        self.config.user_pki = Some(store);
+        self.config.user_tokens.x509 = true;
+        self
+    }
+
+    /// Which user tokens are offered (after [`ServerBuilder::users`] and [`ServerBuilder::user_pki`], to turn
+    /// kinds off again, e.g. anonymous).
+    pub fn user_tokens(mut self, kinds: UserTokenKinds) -> Self {
+        self.config.user_tokens = kinds;
+        self
+    }
+
+    /// What activated sessions are served with (the address space and subscriptions).
+    pub fn session_services(mut self, services: Arc<dyn SessionServices>) -> Self {
+        self.config.session_services = services;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -248,7 +301,7 @@ impl ServerBuilder {
 struct Shared {
     config: ServerConfig,
     validator: Arc<dyn CertificateValidator>,
-    discovery: Discovery,
+    services: Services,
     connection: ConnectionConfig,
     registry: Arc<ChannelRegistry>,
 }
@@ -260,6 +313,7 @@ pub struct Server {
     endpoint_url: String,
     endpoints: Vec<EndpointDescription>,
     registry: Arc<ChannelRegistry>,
+    services: Services,
     store_validator: Option<Arc<StoreValidator>>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -342,18 +396,43 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let endpoint_url = if url.port == 0 { url.with_port(local_addr.port()) } else { config.endpoint_url.clone() };
         let certificate = config.identity.as_ref().map(|i| i.certificate().to_vec()).unwrap_or_default();
-        let discovery = Discovery::new(&config.application, &endpoint_url, &certificate, &config.endpoints);
+        let discovery =
+            Discovery::new(&config.application, &endpoint_url, &certificate, &config.endpoints, config.user_tokens);
         let endpoints = discovery.endpoints().to_vec();
+        let authenticator = Authenticator {
+            kinds: config.user_tokens,
+            users: config.users.clone(),
+            user_pki: config.user_pki.clone(),
+            identity: config.identity.clone(),
+        };
+        let services = Services::new(
+            discovery,
+            SessionManager::new(config.sessions),
+            authenticator,
+            config.identity.clone(),
+            config.session_services.clone(),
+            config.limits.max_message_size,
+        );
         let mut connection = ConnectionConfig::for_urls([endpoint_url.as_str()])?;
         connection.limits = config.limits;
         connection.hello_timeout = config.hello_timeout;
         let registry = ChannelRegistry::new();
-        let shared = Arc::new(Shared { config, validator, discovery, connection, registry: registry.clone() });
+        let shared =
+            Arc::new(Shared { config, validator, services: services.clone(), connection, registry: registry.clone() });
         let (shutdown, watcher) = watch::channel(false);
         let span = tracing::info_span!("opcua_server", url = %endpoint_url);
         let task = tokio::spawn(accept_loop(listener, shared, watcher).instrument(span));
         tracing::info!(%endpoint_url, %local_addr, "OPC UA server listening");
-        Ok(Server { local_addr, endpoint_url, endpoints, registry, store_validator, shutdown, task: Some(task) })
+        Ok(Server {
+            local_addr,
+            endpoint_url,
+            endpoints,
+            registry,
+            services,
+            store_validator,
+            shutdown,
+            task: Some(task),
+        })
     }
 
     /// The address the listener is bound to.
@@ -374,6 +453,11 @@ impl Server {
     /// How many connections currently hold a channel id.
     pub fn live_connections(&self) -> usize {
         self.registry.live()
+    }
+
+    /// How many sessions exist (activated or not).
+    pub fn session_count(&self) -> usize {
+        self.services.session_count()
     }
 
     /// Client certificates refused from now on, with the specific status code the client does not see. `None`
@@ -404,8 +488,14 @@ impl Drop for Server {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut connections = tokio::task::JoinSet::new();
+    // Session timeouts are checked once a second: a session lives seconds to hours, so that is precise enough.
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = expiry.tick() => {
+                shared.services.expire_sessions(crate::channel::secure_channel::Now::system());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
@@ -424,7 +514,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                             };
                             let conn = ServerConnection::new(shared.connection.clone(), channel, Instant::now());
                             tracing::debug!("accepted");
-                            match serve_connection(stream, conn, &shared.discovery, watcher).await {
+                            match serve_connection(stream, conn, &shared.services, watcher).await {
                                 Ok(()) => tracing::debug!("connection ended"),
                                 Err(e) => tracing::debug!(error = %e, "connection failed"),
                             }

@@ -195,6 +195,10 @@ impl SessionManager {
     ) -> Result<Activation, StatusCode> {
         let session = self.live(token, now)?;
         let channel_changed = session.secure_channel_id != channel.secure_channel_id;
+        // The first activation must come over the channel that created the session (Part 4 §5.6.3).
+        if channel_changed && session.principal.is_none() {
+            return Err(StatusCode::BadSecureChannelIdInvalid);
+        }
         if channel_changed {
             let old = session.client_certificate.as_ref().map(|c| *c.thumbprint());
             let new = channel.peer_certificate.as_ref().map(|c| *c.thumbprint());
@@ -261,6 +265,11 @@ impl SessionManager {
         self.sessions.remove(token);
         tracing::info!(session = %id, "session closed");
         Ok(id)
+    }
+
+    /// Drops a session without the channel check (its creation failed half-way).
+    pub fn remove(&mut self, token: &NodeId) -> Option<NodeId> {
+        self.sessions.remove(token).map(|s| s.id)
     }
 
     /// Removes sessions whose timeout passed; returns their ids.

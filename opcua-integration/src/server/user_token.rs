@@ -62,14 +62,9 @@ pub fn token_security_policy(endpoint_policy: SecurityPolicy) -> SecurityPolicy 
 /// The UserTokenPolicies of an endpoint with `endpoint_policy`. Tokens that need encryption or a signature are
 /// offered on a None endpoint only when the server has a certificate.
 pub fn policies(kinds: UserTokenKinds, endpoint_policy: SecurityPolicy, has_certificate: bool) -> Vec<UserTokenPolicy> {
-    let secured_uri = |_: ()| -> UAString {
-        if endpoint_policy.is_none() {
-            token_security_policy(endpoint_policy).uri().into()
-        } else {
-            // Empty: the channel's policy applies.
-            UAString::null()
-        }
-    };
+    // Always named, never empty: an empty URI means "the channel's policy" to the specification, but some clients
+    // (async-opcua 0.19) read it as None and send no userTokenSignature at all.
+    let secured_uri = |_: ()| -> UAString { token_security_policy(endpoint_policy).uri().into() };
     let policy = |id: &str, token_type, security_policy_uri| UserTokenPolicy {
         policy_id: id.into(),
         token_type,
@@ -325,7 +320,7 @@ mod tests {
         assert_eq!(none.len(), 3);
         assert_eq!(none[1].security_policy_uri.as_ref(), SecurityPolicy::Basic256Sha256.uri());
         let secured = policies(all, SecurityPolicy::Aes256Sha256RsaPss, true);
-        assert!(secured[1].security_policy_uri.is_empty());
+        assert_eq!(secured[1].security_policy_uri.as_ref(), SecurityPolicy::Aes256Sha256RsaPss.uri());
         // Without a certificate a None endpoint cannot protect a password.
         assert_eq!(policies(all, SecurityPolicy::None, false).len(), 1);
     }

@@ -1,0 +1,386 @@
+//! The server's request router: discovery without a session, the session services, and every other service on an
+//! activated session bound to the requesting channel.
+//!
+//! Requests that call the vault (CreateSession's serverSignature, ActivateSession's password decryption) or are
+//! slow on purpose (Argon2id) are answered by a [`Reply::Later`] that runs them on a blocking thread, so the
+//! connection keeps serving its other requests and no async worker waits on the vault.
+
+use std::sync::Arc;
+
+use opcua_types::{
+    ActivateSessionRequest, ActivateSessionResponse, BinaryEncodable, ByteString, CancelRequest, CancelResponse,
+    CloseSessionRequest, CloseSessionResponse, CreateSessionRequest, CreateSessionResponse, ObjectId, RequestHeader,
+    ResponseHeader, ServiceFault, SignatureData, StatusCode, UAString,
+};
+use parking_lot::Mutex;
+
+use super::access::RequestContext;
+use super::discovery::Discovery;
+use super::session::SessionManager;
+use super::user_token::Authenticator;
+use crate::channel::asymmetric::LocalIdentity;
+use crate::channel::secure_channel::Now;
+use crate::pki::Cert;
+use crate::service::BodyCodec;
+use crate::transport::tcp::{ChannelInfo, Reply, ServiceHandler};
+
+/// The services that need an activated session (Read, Write, Browse, Call, subscriptions...).
+pub trait SessionServices: std::fmt::Debug + Send + Sync + 'static {
+    /// Answers one request of type `id` (the body's structure starts at `at`) for the session in `ctx`.
+    fn handle(&self, id: ObjectId, body: Vec<u8>, at: usize, ctx: RequestContext, channel: &ChannelInfo) -> Reply;
+
+    /// A session ended (closed or timed out); `delete_subscriptions` as CloseSession asked, true on timeout.
+    fn session_closed(&self, _session_id: &opcua_types::NodeId, _delete_subscriptions: bool) {}
+
+    /// A channel ended: requests queued on it (Publish) will never be answered.
+    fn channel_closed(&self, _secure_channel_id: u32) {}
+}
+
+/// Answers every request with BadServiceUnsupported: a server with sessions but no address space.
+#[derive(Debug, Default)]
+pub struct NoSessionServices;
+
+impl SessionServices for NoSessionServices {
+    fn handle(&self, _: ObjectId, body: Vec<u8>, at: usize, ctx: RequestContext, _: &ChannelInfo) -> Reply {
+        let codec = BodyCodec::new();
+        let header = codec.decode_at::<RequestHeader>(&body, at).ok();
+        Reply::Ready(fault(
+            &codec,
+            header.as_ref().map_or(0, |h| h.request_handle),
+            StatusCode::BadServiceUnsupported,
+            ctx.now,
+        ))
+    }
+}
+
+struct Inner {
+    discovery: Discovery,
+    sessions: Mutex<SessionManager>,
+    authenticator: Authenticator,
+    identity: Option<LocalIdentity>,
+    services: Arc<dyn SessionServices>,
+    max_message_size: u32,
+}
+
+/// Routes requests to discovery, the session manager and the session services.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("sessions", &self.inner.sessions.lock().len()).finish_non_exhaustive()
+    }
+}
+
+/// A ServiceFault for the request with `handle`.
+pub fn fault(codec: &BodyCodec, handle: u32, status: StatusCode, now: Now) -> Vec<u8> {
+    let fault =
+        ServiceFault { response_header: ResponseHeader::new_timestamped_service_result(now.utc, handle, status) };
+    // A ServiceFault of a ResponseHeader always encodes; an empty body would only make the client time out.
+    codec.encode(ObjectId::ServiceFault_Encoding_DefaultBinary, &fault).unwrap_or_default()
+}
+
+/// Encodes `response`, or a fault with the encoding error's status when it does not encode.
+pub fn encode_or_fault<T: BinaryEncodable>(
+    codec: &BodyCodec,
+    id: ObjectId,
+    response: &T,
+    handle: u32,
+    now: Now,
+) -> Vec<u8> {
+    codec.encode(id, response).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, ?id, "response does not encode");
+        fault(codec, handle, e.status_code(), now)
+    })
+}
+
+impl Services {
+    /// A router over `discovery` and `sessions`, with user tokens checked by `authenticator`.
+    pub fn new(
+        discovery: Discovery,
+        sessions: SessionManager,
+        authenticator: Authenticator,
+        identity: Option<LocalIdentity>,
+        services: Arc<dyn SessionServices>,
+        max_message_size: u32,
+    ) -> Self {
+        Services {
+            inner: Arc::new(Inner {
+                discovery,
+                sessions: Mutex::new(sessions),
+                authenticator,
+                identity,
+                services,
+                max_message_size,
+            }),
+        }
+    }
+
+    /// How many sessions exist.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+
+    /// Removes sessions whose timeout passed and tells the session services. Returns when the next one times out.
+    pub fn expire_sessions(&self, now: Now) -> Option<std::time::Instant> {
+        let (gone, next) = {
+            let mut sessions = self.inner.sessions.lock();
+            (sessions.expire(now.instant), sessions.poll_timeout())
+        };
+        for id in &gone {
+            self.inner.services.session_closed(id, true);
+        }
+        next
+    }
+
+    fn create_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Reply {
+        let codec = BodyCodec::new();
+        let request: CreateSessionRequest = match codec.decode_at(body, at) {
+            Ok(r) => r,
+            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+        };
+        let handle = request.request_header.request_handle;
+        let client_cert = request.client_certificate.value.clone().unwrap_or_default();
+        if !channel.policy.is_none() {
+            // The ApplicationUri the client claims must be in its certificate (Part 4 §5.6.2).
+            let leaf =
+                crate::channel::asymmetric::leaf_certificate(&client_cert).ok().and_then(|l| Cert::from_der(l).ok());
+            let claimed = request.client_description.application_uri.as_ref();
+            if !leaf.is_some_and(|c| c.uris().iter().any(|u| u == claimed)) {
+                tracing::warn!(claimed, "CreateSession: the ApplicationUri is not in the client certificate");
+                return Reply::Ready(fault(&codec, handle, StatusCode::BadCertificateUriInvalid, now));
+            }
+        }
+        let created = self.inner.sessions.lock().create(
+            channel,
+            request.session_name.as_ref(),
+            request.client_nonce.value.as_deref().unwrap_or_default(),
+            &client_cert,
+            request.requested_session_timeout,
+            now.instant,
+        );
+        let created = match created {
+            Ok(c) => c,
+            Err(status) => return Reply::Ready(fault(&codec, handle, status, now)),
+        };
+        let inner = self.inner.clone();
+        let policy = channel.policy;
+        Reply::Later(Box::pin(async move {
+            let identity = inner.identity.clone();
+            let client_nonce = request.client_nonce.value.clone().unwrap_or_default();
+            let signature = match (&identity, policy.is_none()) {
+                (_, true) => Ok(SignatureData { algorithm: UAString::null(), signature: ByteString::null() }),
+                (None, false) => Err(StatusCode::BadInternalError),
+                (Some(identity), false) => {
+                    let key = identity.key().clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::session::sign(key.as_ref(), policy, &client_cert, &client_nonce)
+                    })
+                    .await
+                    .map_err(|_| StatusCode::BadInternalError)
+                    .and_then(|r| {
+                        r.map_err(|e| {
+                            tracing::error!(error = %e, "the vault did not sign the serverSignature");
+                            e.status_code()
+                        })
+                    })
+                }
+            };
+            let signature = match signature {
+                Ok(s) => s,
+                Err(status) => {
+                    // A session the client cannot prove is useless: drop it.
+                    inner.sessions.lock().remove(&created.authentication_token);
+                    return fault(&codec, handle, status, now);
+                }
+            };
+            // Sent on None channels too: a client needs it to encrypt a password under the token policy.
+            let server_certificate = match &identity {
+                Some(identity) => ByteString::from(identity.certificate().to_vec()),
+                None => ByteString::null(),
+            };
+            let response = CreateSessionResponse {
+                response_header: ResponseHeader::new_timestamped_service_result(
+                    now.utc,
+                    &request.request_header,
+                    StatusCode::Good,
+                ),
+                session_id: created.session_id,
+                authentication_token: created.authentication_token,
+                revised_session_timeout: created.revised_timeout_ms,
+                server_nonce: ByteString::from(created.server_nonce),
+                server_certificate,
+                server_endpoints: Some(inner.discovery.endpoints().to_vec()),
+                server_software_certificates: None,
+                server_signature: signature,
+                max_request_message_size: inner.max_message_size,
+            };
+            encode_or_fault(&codec, ObjectId::CreateSessionResponse_Encoding_DefaultBinary, &response, handle, now)
+        }))
+    }
+
+    fn activate_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Reply {
+        let codec = BodyCodec::new();
+        let request: ActivateSessionRequest = match codec.decode_at(body, at) {
+            Ok(r) => r,
+            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+        };
+        let handle = request.request_header.request_handle;
+        let token = request.request_header.authentication_token.clone();
+        let activation = match self.inner.sessions.lock().begin_activate(&token, channel, now.instant) {
+            Ok(a) => a,
+            Err(status) => return Reply::Ready(fault(&codec, handle, status, now)),
+        };
+        let inner = self.inner.clone();
+        let channel = channel.clone();
+        Reply::Later(Box::pin(async move {
+            let checks = {
+                let inner = inner.clone();
+                let activation = activation.clone();
+                tokio::task::spawn_blocking(move || check_activation(&inner, &request, &activation))
+            };
+            let principal = match checks.await {
+                Ok(Ok(p)) => p,
+                Ok(Err(status)) => return fault(&codec, handle, status, now),
+                Err(_) => return fault(&codec, handle, StatusCode::BadInternalError, now),
+            };
+            let nonce = inner.sessions.lock().finish_activate(&token, &activation, &channel, principal, now.instant);
+            match nonce {
+                Ok(nonce) => {
+                    let response = ActivateSessionResponse {
+                        response_header: ResponseHeader::new_timestamped_service_result(
+                            now.utc,
+                            handle,
+                            StatusCode::Good,
+                        ),
+                        server_nonce: ByteString::from(nonce),
+                        results: None,
+                        diagnostic_infos: None,
+                    };
+                    encode_or_fault(
+                        &codec,
+                        ObjectId::ActivateSessionResponse_Encoding_DefaultBinary,
+                        &response,
+                        handle,
+                        now,
+                    )
+                }
+                Err(status) => fault(&codec, handle, status, now),
+            }
+        }))
+    }
+
+    fn close_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Vec<u8> {
+        let codec = BodyCodec::new();
+        let request: CloseSessionRequest = match codec.decode_at(body, at) {
+            Ok(r) => r,
+            Err(e) => return fault(&codec, 0, e.status_code(), now),
+        };
+        let handle = request.request_header.request_handle;
+        let closed = self.inner.sessions.lock().close(
+            &request.request_header.authentication_token,
+            channel.secure_channel_id,
+            now.instant,
+        );
+        match closed {
+            Ok(id) => {
+                self.inner.services.session_closed(&id, request.delete_subscriptions);
+                let response = CloseSessionResponse {
+                    response_header: ResponseHeader::new_timestamped_service_result(now.utc, handle, StatusCode::Good),
+                };
+                encode_or_fault(&codec, ObjectId::CloseSessionResponse_Encoding_DefaultBinary, &response, handle, now)
+            }
+            Err(status) => fault(&codec, handle, status, now),
+        }
+    }
+}
+
+/// ActivateSession's slow checks: the clientSignature (with the channel's policy) and the user token.
+fn check_activation(
+    inner: &Inner,
+    request: &ActivateSessionRequest,
+    activation: &super::session::Activation,
+) -> Result<super::access::Principal, StatusCode> {
+    let (policy, _) = activation.endpoint;
+    if !policy.is_none() {
+        let (Some(identity), Some(client)) = (&inner.identity, &activation.client_certificate) else {
+            return Err(StatusCode::BadApplicationSignatureInvalid);
+        };
+        crate::session::verify(
+            client,
+            policy,
+            identity.certificate(),
+            &activation.server_nonce,
+            &request.client_signature,
+        )
+        .map_err(|e| {
+            tracing::warn!(session = %activation.session_id, error = %e, "clientSignature invalid");
+            StatusCode::BadApplicationSignatureInvalid
+        })?;
+    }
+    inner.authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)
+}
+
+impl ServiceHandler for Services {
+    fn handle(&self, body: Vec<u8>, channel: &ChannelInfo, now: Now) -> Reply {
+        let codec = BodyCodec::new();
+        let (id, at) = match codec.peek_id(&body) {
+            Ok(v) => v,
+            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+        };
+        match id {
+            ObjectId::GetEndpointsRequest_Encoding_DefaultBinary
+            | ObjectId::FindServersRequest_Encoding_DefaultBinary => {
+                Reply::Ready(self.inner.discovery.answer(&body, now))
+            }
+            ObjectId::CreateSessionRequest_Encoding_DefaultBinary => self.create_session(&body, at, channel, now),
+            ObjectId::ActivateSessionRequest_Encoding_DefaultBinary => self.activate_session(&body, at, channel, now),
+            ObjectId::CloseSessionRequest_Encoding_DefaultBinary => {
+                Reply::Ready(self.close_session(&body, at, channel, now))
+            }
+            ObjectId::CancelRequest_Encoding_DefaultBinary => {
+                let request: CancelRequest = match codec.decode_at(&body, at) {
+                    Ok(r) => r,
+                    Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+                };
+                let handle = request.request_header.request_handle;
+                // Requests are answered as they complete; nothing waits that Cancel could stop early.
+                let response = CancelResponse {
+                    response_header: ResponseHeader::new_timestamped_service_result(now.utc, handle, StatusCode::Good),
+                    cancel_count: 0,
+                };
+                Reply::Ready(encode_or_fault(
+                    &codec,
+                    ObjectId::CancelResponse_Encoding_DefaultBinary,
+                    &response,
+                    handle,
+                    now,
+                ))
+            }
+            _ => {
+                let header: RequestHeader = match codec.decode_at(&body, at) {
+                    Ok(h) => h,
+                    Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+                };
+                let session = self.inner.sessions.lock().lookup(
+                    &header.authentication_token,
+                    channel.secure_channel_id,
+                    now.instant,
+                );
+                match session {
+                    Ok(session) => {
+                        let ctx = RequestContext { principal: session.principal, session_id: session.session_id, now };
+                        self.inner.services.handle(id, body, at, ctx, channel)
+                    }
+                    Err(status) => Reply::Ready(fault(&codec, header.request_handle, status, now)),
+                }
+            }
+        }
+    }
+
+    fn channel_closed(&self, secure_channel_id: u32) {
+        self.inner.services.channel_closed(secure_channel_id);
+    }
+}

@@ -406,6 +406,8 @@ mod tests {
         assert_eq!(m.create(&ch, "s", &[0; 16], &cert, 1.0, t0).unwrap_err(), StatusCode::BadNonceInvalid);
         assert_eq!(m.create(&ch, "s", &[0; 32], &other, 1.0, t0).unwrap_err(), StatusCode::BadCertificateInvalid);
         let s = m.create(&ch, "s", &[0; 32], &cert, 1.0, t0).unwrap();
+        let tok = s.authentication_token.clone();
+        activate(&mut m, &tok, &ch, "u", t0).unwrap();
         // The same session from a channel with another client certificate.
         let moved = ChannelInfo {
             secure_channel_id: 2,

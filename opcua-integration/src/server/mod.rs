@@ -28,6 +28,7 @@
 pub mod access;
 pub mod discovery;
 pub mod registry;
+pub mod subscriptions;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

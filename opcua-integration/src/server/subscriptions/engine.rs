@@ -36,6 +36,17 @@ struct SessionState {
     status_messages: VecDeque<(u32, NotificationMessage)>,
 }
 
+impl SessionState {
+    /// Keeps a status change for the next Publish. Bounded: a session that never publishes while subscriptions are
+    /// transferred away from it again and again would otherwise grow without end; the oldest goes first.
+    fn push_status(&mut self, message: (u32, NotificationMessage), limit: usize) {
+        while self.status_messages.len() >= limit.max(1) {
+            self.status_messages.pop_front();
+        }
+        self.status_messages.push_back(message);
+    }
+}
+
 /// The server's subscriptions, sans-IO: time comes in as [`Now`], values through a [`Sampler`], Publish answers go
 /// out through [`SubscriptionEngine::poll_response`].
 #[derive(Debug)]
@@ -538,7 +549,7 @@ impl SubscriptionEngine {
                 subscription.owner = Owner { session_id: ctx.session_id.clone(), principal: ctx.principal.clone() };
                 subscription.publish_received();
                 if let Some(state) = self.sessions.get_mut(&old) {
-                    state.status_messages.push_back((*id, message));
+                    state.push_status((*id, message), self.limits.max_subscriptions_per_session);
                     old_sessions.push(old.clone());
                 }
                 tracing::debug!(subscription = id, from = %old, to = %ctx.session_id, "subscription transferred");
@@ -649,7 +660,7 @@ impl SubscriptionEngine {
                     tracing::info!(subscription = id, session = %session_id, "subscription expired");
                     let message = expired.build_status_change(now.utc, StatusCode::BadTimeout);
                     if let Some(state) = self.sessions.get_mut(&session_id) {
-                        state.status_messages.push_back((id, message));
+                        state.push_status((id, message), self.limits.max_subscriptions_per_session);
                     }
                     self.serve_session(&session_id, now);
                 }

@@ -835,3 +835,39 @@ fn poll_timeout_names_the_next_deadline() {
     h.create_item(1, sub, item("a", 1, 200.0, 1));
     assert_eq!(h.engine.poll_timeout(), Some(h.now + Duration::from_millis(200)), "the next sample");
 }
+
+#[test]
+fn hostile_values_are_revised_not_trusted() {
+    let mut h = Harness::new();
+    h.set("a", 1);
+    for interval in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, f64::MAX, f64::MIN_POSITIVE] {
+        let request = CreateSubscriptionRequest {
+            requested_publishing_interval: interval,
+            requested_lifetime_count: u32::MAX,
+            requested_max_keep_alive_count: u32::MAX,
+            max_notifications_per_publish: u32::MAX,
+            publishing_enabled: true,
+            priority: u8::MAX,
+            ..Default::default()
+        };
+        let response = h.engine.create_subscription(&h.ctx(1), &request).unwrap();
+        let limits = h.engine.limits();
+        assert!(response.revised_publishing_interval >= limits.min_publishing_interval_ms);
+        assert!(response.revised_publishing_interval <= limits.max_publishing_interval_ms);
+        assert!(response.revised_lifetime_count >= 3 * response.revised_max_keep_alive_count);
+        let mut request = item("a", 1, interval, u32::MAX);
+        request.requested_parameters.discard_oldest = false;
+        let results = h.create_items(1, response.subscription_id, vec![request]).unwrap();
+        assert_eq!(results[0].0, StatusCode::Good);
+    }
+    let huge_timeout = PublishRequest {
+        request_header: RequestHeader { timeout_hint: u32::MAX, ..RequestHeader::dummy() },
+        subscription_acknowledgements: Some(vec![SubscriptionAcknowledgement {
+            subscription_id: 0,
+            sequence_number: 0,
+        }]),
+    };
+    h.engine.publish(&h.ctx(1), u64::MAX, &huge_timeout);
+    h.advance(3_600_000);
+    assert!(h.responses().iter().any(|(token, r)| *token == u64::MAX && r.is_ok()));
+}

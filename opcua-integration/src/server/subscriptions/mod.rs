@@ -6,6 +6,21 @@
 //! seam. Publish requests are queued with an opaque token the driver chooses; their answers come out of
 //! [`SubscriptionEngine::poll_response`], in the order they were decided.
 //!
+//! A driver's loop, in outline (the session layer calls the service functions as requests arrive):
+//!
+//! ```ignore
+//! loop {
+//!     let wake = engine.poll_timeout();
+//!     tokio::select! {
+//!         _ = sleep_until_or_forever(wake) => engine.handle_timeout(Now::system(), &address_space),
+//!         Some((ctx, token, request)) = publish_requests.recv() => engine.publish(&ctx, token, &request),
+//!     }
+//!     while let Some((token, answer)) = engine.poll_response() {
+//!         send(token, answer); // Err(status): a ServiceFault for the request behind `token`
+//!     }
+//! }
+//! ```
+//!
 //! Modules, one per concept:
 //! - [`filter`]: the DataChangeFilter (trigger and deadband) and its validation;
 //! - [`monitored_item`]: sampling interval, queue with discardOldest and the overflow bit, monitoring modes;

@@ -30,6 +30,7 @@ pub mod discovery;
 pub mod registry;
 pub mod services;
 pub mod session;
+pub mod subscriptions;
 pub mod user_token;
 pub mod users;
 

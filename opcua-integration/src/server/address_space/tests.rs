@@ -131,3 +131,24 @@ pub(crate) fn machine() -> Machine {
         .unwrap();
     Machine { space, machine, speed, admin_only, secret, array, text, bytes, timestamp, number, start, reset }
 }
+
+#[test]
+fn the_shared_handle_updates_process_values_with_checks() {
+    use super::{AddressSpaceError, SharedAddressSpace};
+    let Machine { space, speed, machine, .. } = machine();
+    let shared = SharedAddressSpace::new(space);
+    let other = shared.clone();
+    other.set_value(&speed, 1500.0).unwrap();
+    let value = shared.value(&speed).unwrap();
+    assert_eq!(value.value, Some(Variant::Double(1500.0)));
+    assert!(value.source_timestamp.is_some(), "set_value stamps the value");
+    assert_eq!(shared.set_value(&speed, "fast"), Err(AddressSpaceError::TypeMismatch(speed.clone())));
+    assert_eq!(shared.set_value(&machine, 1.0), Err(AddressSpaceError::NotAVariable(machine.clone())));
+    let missing = NodeId::new(2, "missing");
+    assert_eq!(shared.set_value(&missing, 1.0).map_err(|e| e.status_code()), Err(StatusCode::BadNodeIdUnknown));
+    assert_eq!(
+        shared.value(&speed).and_then(|v| v.value),
+        Some(Variant::Double(1500.0)),
+        "refused updates change nothing"
+    );
+}

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod access;
+pub mod address_space;
 pub mod discovery;
 pub mod registry;
 pub mod services;

@@ -1,0 +1,485 @@
+//! Our client's sessions and services against the async-opcua 0.19 server, over real sockets. Our application key
+//! and the X.509 user's key live in a real vaultd; the peer's key is a file (it is not our product).
+//!
+//! The peer serves a small namespace: a writable Double `Setpoint`, an Int32 `Counter` that changes every 50 ms, and
+//! a method `Add(Int32, Int32) -> Int32`, under the folder `Interop`. Every policy x mode x user token (anonymous,
+//! user name, X.509) reads, writes, browses, calls and receives three data changes through a subscription stream;
+//! then: endpoint discovery, a wrong password, a dropped connection and a restarted server with the subscription
+//! stream continuing. Run with `--nocapture` to see the matrix.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certvault_opcua::channel::asymmetric::LocalIdentity;
+use certvault_opcua::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
+use certvault_opcua::client::{
+    ClientOptions, ConnectionState, DataChange, EndpointFilter, MonitoredItemSpec, ReconnectPolicy, Session,
+    SessionOptions, SubscriptionParams, SubscriptionStream, UserIdentity,
+};
+use certvault_tests::{identity, init_tracing, matrix_cases, self_signed, Matrix, PeerPki, Vaultd, STEP_TIMEOUT};
+use futures_util::StreamExt;
+use opcua::server::address_space::{MethodBuilder, VariableBuilder};
+use opcua::server::diagnostics::NamespaceMetadata;
+use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
+use opcua::server::{ServerEndpoint, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
+use opcua::types::{DataTypeId, DataValue, NodeId, StatusCode, Variant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const PEER_SERVER_URI: &str = "urn:async-opcua:interop:server";
+const OUR_CLIENT_URI: &str = "urn:certvault:test:client";
+const NAMESPACE: &str = "urn:certvault:interop:ns";
+const USER: &str = "operator";
+const PASSWORD: &str = "correct horse battery";
+
+/// The async-opcua server and the task that keeps `Counter` changing; both stop on drop.
+struct PeerServer {
+    handle: ServerHandle,
+    task: Option<JoinHandle<()>>,
+    ticker: JoinHandle<()>,
+    port: u16,
+    ns: u16,
+}
+
+impl PeerServer {
+    async fn start(pki: &PeerPki, user_cert: &Path, listener: TcpListener) -> PeerServer {
+        let port = listener.local_addr().expect("addr").port();
+        let tokens = [ANONYMOUS_USER_TOKEN_ID.to_owned(), "user".to_owned(), "x509".to_owned()];
+        let mut builder = opcua::server::ServerBuilder::new()
+            .application_name("async-opcua interop server")
+            .application_uri(PEER_SERVER_URI)
+            .product_uri("urn:async-opcua:interop")
+            .pki_dir(pki.path())
+            .certificate_path(pki.path().join("own/cert.der"))
+            .private_key_path(pki.path().join("private/private.pem"))
+            .create_sample_keypair(false)
+            .trust_client_certs(true)
+            .host("127.0.0.1")
+            .port(port)
+            .discovery_urls(vec!["/".to_owned()])
+            .add_user_token("user", ServerUserToken::user_pass(USER, PASSWORD))
+            .add_user_token("x509", ServerUserToken::x509("x509-user", user_cert))
+            .with_node_manager(simple_node_manager(
+                NamespaceMetadata { namespace_uri: NAMESPACE.to_owned(), ..Default::default() },
+                "interop",
+            ));
+        for (i, (policy, mode)) in matrix_cases().into_iter().enumerate() {
+            builder = builder.add_endpoint(
+                format!("e{i}"),
+                ServerEndpoint::new("/", peer_policy(policy), mode.to_wire(), &tokens),
+            );
+        }
+        let (server, handle) = builder.build().expect("async-opcua server");
+        let ns = handle.get_namespace_index(NAMESPACE).expect("namespace");
+        let manager = handle.node_managers().get_of_type::<SimpleNodeManager>().expect("simple node manager");
+        {
+            let mut space = manager.address_space().write();
+            let folder = NodeId::new(ns, "Interop");
+            space.add_folder(&folder, "Interop", "Interop", &NodeId::objects_folder_id());
+            VariableBuilder::new(&NodeId::new(ns, "Setpoint"), "Setpoint", "Setpoint")
+                .data_type(DataTypeId::Double)
+                .value(0.0f64)
+                .writable()
+                .organized_by(&folder)
+                .insert(&mut *space);
+            VariableBuilder::new(&NodeId::new(ns, "Counter"), "Counter", "Counter")
+                .data_type(DataTypeId::Int32)
+                .value(0i32)
+                .organized_by(&folder)
+                .insert(&mut *space);
+            MethodBuilder::new(&NodeId::new(ns, "Add"), "Add", "Add")
+                .component_of(folder.clone())
+                .input_args(
+                    &mut *space,
+                    &NodeId::new(ns, "Add.In"),
+                    &[("a", DataTypeId::Int32).into(), ("b", DataTypeId::Int32).into()],
+                )
+                .output_args(&mut *space, &NodeId::new(ns, "Add.Out"), &[("sum", DataTypeId::Int32).into()])
+                .executable(true)
+                .user_executable(true)
+                .insert(&mut *space);
+        }
+        manager.inner().add_method_callback(NodeId::new(ns, "Add"), |args| match args {
+            [Variant::Int32(a), Variant::Int32(b)] => Ok(vec![Variant::Int32(a.wrapping_add(*b))]),
+            _ => Err(StatusCode::BadInvalidArgument),
+        });
+        let subscriptions = handle.subscriptions().clone();
+        let counter = NodeId::new(ns, "Counter");
+        let ticker = tokio::spawn(async move {
+            let mut i = 0i32;
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                i = i.wrapping_add(1);
+                let _ = manager.set_value(&subscriptions, &counter, None, DataValue::new_now(i));
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = server.run_with(listener).await;
+        });
+        PeerServer { handle, task: Some(task), ticker, port, ns }
+    }
+
+    fn url(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/", self.port)
+    }
+
+    fn node(&self, name: &str) -> NodeId {
+        NodeId::new(self.ns, name)
+    }
+
+    async fn stop(mut self) {
+        self.handle.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(STEP_TIMEOUT, task).await;
+        }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.handle.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn peer_policy(policy: SecurityPolicy) -> opcua::crypto::SecurityPolicy {
+    opcua::crypto::SecurityPolicy::from_uri(policy.uri())
+}
+
+/// Everything a test needs: the peer's PKI, vaultd with our application and user keys, the user's certificate.
+struct Fixture {
+    pki: PeerPki,
+    _vaultd: Vaultd,
+    app: LocalIdentity,
+    user_certificate: Vec<u8>,
+    user_key: certvault::SharedKey,
+    user_cert_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let pki = PeerPki::new("async-opcua server", PEER_SERVER_URI);
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
+        let user_key = vaultd.generate_rsa("opcua-user", 2048);
+        let user_certificate = self_signed(&user_key, "x509-user", "urn:certvault:test:user");
+        let user_cert_dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(user_cert_dir.path().join("user.der"), &user_certificate).expect("user cert");
+        Fixture { pki, _vaultd: vaultd, app, user_certificate, user_key, user_cert_dir }
+    }
+
+    fn user_cert_path(&self) -> std::path::PathBuf {
+        self.user_cert_dir.path().join("user.der")
+    }
+
+    async fn server(&self) -> PeerServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        PeerServer::start(&self.pki, &self.user_cert_path(), listener).await
+    }
+
+    fn options(&self, policy: SecurityPolicy, mode: SecurityMode, user: UserIdentity) -> SessionOptions {
+        let mut channel = ClientOptions::new(policy, mode);
+        channel.timeout = Duration::from_secs(20);
+        if !policy.is_none() {
+            channel.identity = Some(self.app.clone());
+            channel.server_certificate = Some(self.pki.certificate.clone());
+        }
+        let mut options = SessionOptions::new(channel);
+        options.identity = user;
+        options.application_uri = Some(OUR_CLIENT_URI.into());
+        // async-opcua's X.509 UserTokenPolicy names Basic128Rsa15: the user key signs with RSA-SHA1.
+        options.deprecated_user_token_policies = DeprecatedPolicies::Allow;
+        options.allow_unencrypted_password = policy.is_none();
+        options.reconnect =
+            ReconnectPolicy { initial_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), max_attempts: None };
+        options
+    }
+
+    fn users(&self) -> Vec<(&'static str, UserIdentity)> {
+        vec![
+            ("anonymous", UserIdentity::Anonymous),
+            ("username", UserIdentity::user_name(USER, PASSWORD)),
+            ("x509", UserIdentity::x509(self.user_certificate.clone(), self.user_key.clone())),
+        ]
+    }
+}
+
+fn fast_subscription() -> SubscriptionParams {
+    SubscriptionParams {
+        publishing_interval: Duration::from_millis(100),
+        max_keep_alive_count: 10,
+        lifetime_count: 300,
+        ..Default::default()
+    }
+}
+
+async fn next_changes(stream: &mut SubscriptionStream, n: usize, within: Duration) -> Result<Vec<DataChange>, String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(change)) => got.push(change),
+            Ok(None) => return Err(format!("the stream ended after {} changes", got.len())),
+            Err(_) => return Err(format!("{} of {n} data changes in {within:?}", got.len())),
+        }
+    }
+    Ok(got)
+}
+
+fn counter_value(change: &DataChange) -> Option<i32> {
+    match change.value.value {
+        Some(Variant::Int32(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// One session: read, write + read back, browse, call, three data changes, close.
+async fn exercise(server: &PeerServer, options: SessionOptions, seed: f64) -> Result<String, String> {
+    let e = |what: &'static str| move |err: certvault_opcua::Error| format!("{what}: {err} ({})", err.status_code());
+    let session = Session::connect(&server.url(), options).await.map_err(e("connect"))?;
+    let time = session
+        .read_value(&opcua::types::VariableId::Server_ServerStatus_CurrentTime.into())
+        .await
+        .map_err(e("read CurrentTime"))?;
+    if !matches!(time, Variant::DateTime(_)) {
+        return Err(format!("CurrentTime is {time:?}"));
+    }
+    session.write_value(&server.node("Setpoint"), seed).await.map_err(e("write"))?;
+    let back = session.read_value(&server.node("Setpoint")).await.map_err(e("read back"))?;
+    if back != Variant::Double(seed) {
+        return Err(format!("read back {back:?}, wrote {seed}"));
+    }
+    let children = session.browse_children(&server.node("Interop")).await.map_err(e("browse"))?;
+    let mut names: Vec<String> = children.iter().map(|r| r.browse_name.name.as_ref().to_owned()).collect();
+    names.sort();
+    if names != ["Add", "Counter", "Setpoint"] {
+        return Err(format!("browse found {names:?}"));
+    }
+    let sum = session
+        .call_method(&server.node("Interop"), &server.node("Add"), vec![Variant::Int32(40), Variant::Int32(2)])
+        .await
+        .map_err(e("call"))?;
+    if sum != [Variant::Int32(42)] {
+        return Err(format!("Add(40, 2) = {sum:?}"));
+    }
+    let mut stream = session
+        .subscribe(fast_subscription(), vec![MonitoredItemSpec::value(server.node("Counter"))])
+        .await
+        .map_err(e("subscribe"))?;
+    let changes = next_changes(&mut stream, 3, Duration::from_secs(10)).await?;
+    let values: Vec<i32> = changes.iter().filter_map(counter_value).collect();
+    drop(stream);
+    session.close().await.map_err(e("close"))?;
+    Ok(format!("r/w/browse/call ok, changes {values:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sessions_against_async_opcua_server_interop() {
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    let mut matrix = Matrix::default();
+    let mut seed = 1.5;
+    for (policy, mode) in matrix_cases() {
+        for (token, user) in fixture.users() {
+            seed += 1.0;
+            let options = fixture.options(policy, mode, user);
+            let outcome = match tokio::time::timeout(STEP_TIMEOUT, exercise(&server, options, seed)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err("timed out".into()),
+            };
+            matrix.record(policy, mode, &format!("certvault -> async-opcua, {token}"), outcome);
+        }
+    }
+    matrix.print("certvault client (app + user keys in vaultd) -> async-opcua 0.19 server: session services");
+    server.stop().await;
+    assert!(matrix.failures().is_empty(), "failed cases: {:#?}", matrix.failures());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_discovery_picks_the_strongest_endpoint_interop() {
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    // Discovery over None; our certificate goes to the chosen endpoint.
+    let mut options = fixture.options(SecurityPolicy::None, SecurityMode::None, UserIdentity::user_name(USER, PASSWORD));
+    options.channel.identity = Some(fixture.app.clone());
+    options.allow_unencrypted_password = false;
+    options.discovery = Some(EndpointFilter::secure());
+    let session = Session::connect(&server.url(), options).await.expect("discover and connect");
+    let endpoint = session.endpoint().clone();
+    println!(
+        "\ndiscovery chose {} {:?} (securityLevel {})",
+        endpoint.security_policy_uri.as_ref(),
+        endpoint.security_mode,
+        endpoint.security_level
+    );
+    assert_eq!(endpoint.security_mode, opcua::types::MessageSecurityMode::SignAndEncrypt);
+    assert_ne!(session.security_policy(), SecurityPolicy::None);
+    session.write_value(&server.node("Setpoint"), 7.0f64).await.expect("write over the chosen endpoint");
+    session.close().await.expect("close");
+
+    // Only Sign allowed with one policy: the filter is obeyed.
+    let mut options = fixture.options(SecurityPolicy::None, SecurityMode::None, UserIdentity::Anonymous);
+    options.channel.identity = Some(fixture.app.clone());
+    options.discovery = Some(EndpointFilter::exactly(SecurityPolicy::Aes128Sha256RsaOaep, SecurityMode::Sign));
+    let session = Session::connect(&server.url(), options).await.expect("discover and connect");
+    assert_eq!(session.security_policy(), SecurityPolicy::Aes128Sha256RsaOaep);
+    session.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_wrong_password_interop() {
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    let mut rows = Matrix::default();
+    for (policy, mode) in [(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt), (SecurityPolicy::None, SecurityMode::None)] {
+        let options = fixture.options(policy, mode, UserIdentity::user_name(USER, "wrong"));
+        let err = Session::connect(&server.url(), options).await.expect_err("a wrong password is refused");
+        // async-opcua 0.19 answers a wrong password (and an unknown user) with BadIdentityTokenRejected.
+        let outcome = if err.status_code() == StatusCode::BadIdentityTokenRejected {
+            Ok(format!("refused: {}", err.status_code()))
+        } else {
+            Err(format!("unexpected {err} ({})", err.status_code()))
+        };
+        rows.record(policy, mode, "wrong password", outcome);
+    }
+    rows.print("certvault client -> async-opcua 0.19 server: wrong password");
+    server.stop().await;
+    assert!(rows.failures().is_empty(), "failed cases: {:#?}", rows.failures());
+}
+
+/// A TCP proxy whose connections a test can cut, and whose backend it can switch (a restarted server).
+struct Proxy {
+    port: u16,
+    backend: Arc<parking_lot::Mutex<SocketAddr>>,
+    connections: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(backend: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let backend = Arc::new(parking_lot::Mutex::new(backend));
+        let connections = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (b, c) = (backend.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = *b.lock();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().push(task);
+            }
+        });
+        Proxy { port, backend, connections, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/", self.port)
+    }
+
+    /// Cuts every open connection: both sockets close, as when a network path dies.
+    fn cut(&self) {
+        for task in self.connections.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn wait_state(session: &Session, wanted: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
+    let mut state = session.state();
+    let reached = tokio::time::timeout(STEP_TIMEOUT, state.wait_for(|s| wanted(s))).await;
+    let reached = reached.expect("state in time").expect("state channel").clone();
+    reached
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnect_keeps_the_subscription_interop() {
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().expect("addr")).await;
+    let mut report = Matrix::default();
+    let policy = SecurityPolicy::Aes256Sha256RsaPss;
+    let mode = SecurityMode::SignAndEncrypt;
+    let options = fixture.options(policy, mode, UserIdentity::x509(fixture.user_certificate.clone(), fixture.user_key.clone()));
+    let session = Session::connect(&proxy.url(), options).await.expect("connect through the proxy");
+    let first_session = session.session_id();
+    let mut stream = session
+        .subscribe(fast_subscription(), vec![MonitoredItemSpec::value(server.node("Counter"))])
+        .await
+        .expect("subscribe");
+    let before = next_changes(&mut stream, 3, Duration::from_secs(10)).await.expect("changes before the cut");
+
+    // 1. The connection dies; the server keeps the session: a new channel, ActivateSession, same subscription.
+    proxy.cut();
+    let state = wait_state(&session, |s| matches!(s, ConnectionState::Reconnecting { .. })).await;
+    println!("\nafter the cut: {state:?}");
+    wait_state(&session, |s| *s == ConnectionState::Connected).await;
+    let after = next_changes(&mut stream, 3, Duration::from_secs(15)).await;
+    let same_session = session.session_id() == first_session;
+    report.record(
+        policy,
+        mode,
+        "connection cut",
+        match after {
+            Ok(changes) if same_session => Ok(format!(
+                "re-activated the same session; stream went on: {:?} -> {:?}",
+                before.iter().filter_map(counter_value).collect::<Vec<_>>(),
+                changes.iter().filter_map(counter_value).collect::<Vec<_>>()
+            )),
+            Ok(_) => Err("a new session was created although the server kept the old one".into()),
+            Err(e) => Err(e),
+        },
+    );
+    session.write_value(&server.node("Setpoint"), 3.25f64).await.expect("services work after the reconnect");
+
+    // 2. The server restarts (new process state, same certificate): the session is gone, a new one is created and
+    //    the subscription made again; the same stream goes on.
+    let restarted = fixture.server().await;
+    *proxy.backend.lock() = format!("127.0.0.1:{}", restarted.port).parse().expect("addr");
+    server.stop().await;
+    proxy.cut();
+    wait_state(&session, |s| matches!(s, ConnectionState::Reconnecting { .. })).await;
+    wait_state(&session, |s| *s == ConnectionState::Connected).await;
+    let after_restart = next_changes(&mut stream, 3, Duration::from_secs(15)).await;
+    let new_session = session.session_id() != first_session;
+    report.record(
+        policy,
+        mode,
+        "server restarted",
+        match after_restart {
+            Ok(changes) if new_session => Ok(format!(
+                "new session, subscription recreated; stream went on: {:?}",
+                changes.iter().filter_map(counter_value).collect::<Vec<_>>()
+            )),
+            Ok(_) => Err("the old session id survived a server restart".into()),
+            Err(e) => Err(e),
+        },
+    );
+    report.print("certvault client -> async-opcua 0.19 server through a proxy: reconnect");
+    drop(stream);
+    let _ = session.close().await;
+    restarted.stop().await;
+    assert!(report.failures().is_empty(), "failed cases: {:#?}", report.failures());
+}

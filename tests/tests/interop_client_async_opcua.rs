@@ -66,10 +66,8 @@ impl PeerServer {
                 "interop",
             ));
         for (i, (policy, mode)) in matrix_cases().into_iter().enumerate() {
-            builder = builder.add_endpoint(
-                format!("e{i}"),
-                ServerEndpoint::new("/", peer_policy(policy), mode.to_wire(), &tokens),
-            );
+            builder = builder
+                .add_endpoint(format!("e{i}"), ServerEndpoint::new("/", peer_policy(policy), mode.to_wire(), &tokens));
         }
         let (server, handle) = builder.build().expect("async-opcua server");
         let ns = handle.get_namespace_index(NAMESPACE).expect("namespace");
@@ -195,8 +193,11 @@ impl Fixture {
         // async-opcua's X.509 UserTokenPolicy names Basic128Rsa15: the user key signs with RSA-SHA1.
         options.deprecated_user_token_policies = DeprecatedPolicies::Allow;
         options.allow_unencrypted_password = policy.is_none();
-        options.reconnect =
-            ReconnectPolicy { initial_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), max_attempts: None };
+        options.reconnect = ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_attempts: None,
+        };
         options
     }
 
@@ -307,7 +308,8 @@ async fn client_discovery_picks_the_strongest_endpoint_interop() {
     let fixture = Fixture::new();
     let server = fixture.server().await;
     // Discovery over None; our certificate goes to the chosen endpoint.
-    let mut options = fixture.options(SecurityPolicy::None, SecurityMode::None, UserIdentity::user_name(USER, PASSWORD));
+    let mut options =
+        fixture.options(SecurityPolicy::None, SecurityMode::None, UserIdentity::user_name(USER, PASSWORD));
     options.channel.identity = Some(fixture.app.clone());
     options.allow_unencrypted_password = false;
     options.discovery = Some(EndpointFilter::secure());
@@ -340,7 +342,9 @@ async fn client_wrong_password_interop() {
     let fixture = Fixture::new();
     let server = fixture.server().await;
     let mut rows = Matrix::default();
-    for (policy, mode) in [(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt), (SecurityPolicy::None, SecurityMode::None)] {
+    for (policy, mode) in
+        [(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt), (SecurityPolicy::None, SecurityMode::None)]
+    {
         let options = fixture.options(policy, mode, UserIdentity::user_name(USER, "wrong"));
         let err = Session::connect(&server.url(), options).await.expect_err("a wrong password is refused");
         // async-opcua 0.19 answers a wrong password (and an unknown user) with BadIdentityTokenRejected.
@@ -406,6 +410,8 @@ impl Drop for Proxy {
     }
 }
 
+// The binding ends the borrow of the receiver before it drops (edition 2021 drops tail temporaries last).
+#[allow(clippy::let_and_return)]
 async fn wait_state(session: &Session, wanted: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
     let mut state = session.state();
     let reached = tokio::time::timeout(STEP_TIMEOUT, state.wait_for(|s| wanted(s))).await;
@@ -422,7 +428,8 @@ async fn client_reconnect_keeps_the_subscription_interop() {
     let mut report = Matrix::default();
     let policy = SecurityPolicy::Aes256Sha256RsaPss;
     let mode = SecurityMode::SignAndEncrypt;
-    let options = fixture.options(policy, mode, UserIdentity::x509(fixture.user_certificate.clone(), fixture.user_key.clone()));
+    let options =
+        fixture.options(policy, mode, UserIdentity::x509(fixture.user_certificate.clone(), fixture.user_key.clone()));
     let session = Session::connect(&proxy.url(), options).await.expect("connect through the proxy");
     let first_session = session.session_id();
     let mut stream = session
@@ -481,5 +488,50 @@ async fn client_reconnect_keeps_the_subscription_interop() {
     drop(stream);
     let _ = session.close().await;
     restarted.stop().await;
+    assert!(report.failures().is_empty(), "failed cases: {:#?}", report.failures());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keep_alive_interop() {
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    let mut report = Matrix::default();
+    let policy = SecurityPolicy::Basic256Sha256;
+    let mode = SecurityMode::SignAndEncrypt;
+    for keep_alive in [true, false] {
+        let mut options = fixture.options(policy, mode, UserIdentity::Anonymous);
+        options.session_timeout = Duration::from_millis(1500);
+        if !keep_alive {
+            options.keep_alive_interval = Some(Duration::from_secs(3600));
+        }
+        let session = Session::connect(&server.url(), options).await.expect("connect");
+        let first = session.session_id();
+        let revised = session.revised_timeout();
+        // Idle for more than twice the session timeout.
+        tokio::time::sleep(revised * 3).await;
+        let read = session.read_value(&server.node("Setpoint")).await;
+        let outcome = match (keep_alive, &read) {
+            (true, Ok(_)) if session.session_id() == first => {
+                Ok(format!("idle {:?} with a {revised:?} session: still the same session", revised * 3))
+            }
+            (false, Err(e)) if e.status_code() == StatusCode::BadSessionIdInvalid => {
+                // The client notices, creates a new session and carries on.
+                wait_state(&session, |s| *s == ConnectionState::Connected).await;
+                match session.read_value(&server.node("Setpoint")).await {
+                    Ok(_) if session.session_id() != first => Ok(format!(
+                        "without keep-alive the server dropped the session ({}); a new one took over",
+                        e.status_code()
+                    )),
+                    other => Err(format!("no recovery after the lost session: {other:?}")),
+                }
+            }
+            _ => Err(format!("keep-alive {keep_alive}: {read:?}")),
+        };
+        report.record(policy, mode, if keep_alive { "keep-alive on" } else { "keep-alive off" }, outcome);
+        let _ = session.close().await;
+    }
+    report.print("certvault client -> async-opcua 0.19 server: session keep-alive");
+    server.stop().await;
     assert!(report.failures().is_empty(), "failed cases: {:#?}", report.failures());
 }

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use opcua_types::{
     ActivateSessionRequest, ApplicationDescription, ApplicationType, ByteString, CloseSessionRequest,
-    CreateSessionRequest, DateTime, EndpointDescription, LocalizedText, NodeId, ReadRequest, ReadValueId,
-    RequestHeader, StatusCode, TimestampsToReturn, UAString, VariableId,
+    CreateSessionRequest, CreateSessionResponse, DateTime, EndpointDescription, LocalizedText, NodeId, ReadRequest,
+    ReadValueId, RequestHeader, StatusCode, TimestampsToReturn, UAString, VariableId,
 };
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
@@ -198,8 +198,20 @@ impl Inner {
         match &decoded {
             Ok(_) => *self.last_activity.lock() = Instant::now(),
             Err(Error::Remote { status, .. }) if session_lost(*status) => {
-                tracing::info!(parent: &self.span, %status, "the server lost the session");
-                self.reconnect_now.notify_one();
+                // Flip the state at once, so requests issued from now on wait for the new session instead of
+                // failing the same way; only a connected session asks: during a reconnect the supervisor itself
+                // sees this status and handles it.
+                let flagged = self.state.send_if_modified(|s| {
+                    let connected = *s == ConnectionState::Connected;
+                    if connected {
+                        *s = ConnectionState::Reconnecting { attempt: 0 };
+                    }
+                    connected
+                });
+                if flagged {
+                    tracing::info!(parent: &self.span, %status, "the server lost the session");
+                    self.reconnect_now.notify_one();
+                }
             }
             Err(_) => {}
         }
@@ -301,35 +313,14 @@ impl Inner {
         let response = self.send_on(client, request, None).await?;
         let closing_token = response.authentication_token.clone();
 
-        let checked = (|| -> Result<Option<PeerCertificate>> {
-            let from_response = response.server_certificate.value.as_deref().filter(|c| !c.is_empty());
-            let expected = self.channel_options.server_certificate.as_deref();
-            let server = match (from_response, expected) {
-                (Some(got), Some(want)) => {
-                    let got = PeerCertificate::from_der(got)?;
-                    let want = PeerCertificate::from_der(want)?;
-                    if got.certificate() != want.certificate() {
-                        return Err(Error::CertificateInvalid(
-                            "CreateSession answered with another certificate than the endpoint's".into(),
-                        ));
-                    }
-                    Some(got)
-                }
-                (Some(got), None) => Some(PeerCertificate::from_der(got)?),
-                (None, Some(want)) if policy.is_none() => Some(PeerCertificate::from_der(want)?),
-                (None, Some(_)) => {
-                    return Err(Error::CertificateInvalid("CreateSession carried no server certificate".into()))
-                }
-                (None, None) => None,
-            };
-            if !policy.is_none() {
-                let server = server.as_ref().ok_or(Error::CertificateInvalid("no server certificate".into()))?;
-                let own = own.as_deref().unwrap_or_default();
-                session::verify(server, policy, own, &client_nonce, &response.server_signature)?;
-                self.check_server_endpoints(response.server_endpoints.as_deref().unwrap_or_default(), server)?;
-            }
-            Ok(server)
-        })();
+        let checked = check_create_session(
+            &response,
+            policy,
+            self.channel_options.mode,
+            self.channel_options.server_certificate.as_deref(),
+            own.as_deref().unwrap_or_default(),
+            &client_nonce,
+        );
         let server = match checked {
             Ok(server) => server,
             Err(e) => {
@@ -348,23 +339,6 @@ impl Inner {
             server_certificate: server,
             revised_timeout: revised,
         };
-        Ok(())
-    }
-
-    /// CreateSession's serverEndpoints must still offer the endpoint we chose, with the same certificate: GetEndpoints
-    /// ran over an unauthenticated channel, and this is where a downgrade would show.
-    fn check_server_endpoints(&self, endpoints: &[EndpointDescription], server: &PeerCertificate) -> Result<()> {
-        if endpoints.is_empty() {
-            // Some servers omit them; the signature over our nonce still binds the certificate.
-            return Ok(());
-        }
-        let policy = self.channel_options.policy;
-        let ours = find_endpoint(endpoints, policy, self.channel_options.mode)
-            .ok_or(Error::SecurityChecksFailed("CreateSession's serverEndpoints do not offer the endpoint we use"))?;
-        let cert = ours.server_certificate.value.as_deref().unwrap_or_default();
-        if !cert.is_empty() && PeerCertificate::from_der(cert)?.certificate() != server.certificate() {
-            return Err(Error::SecurityChecksFailed("CreateSession's serverEndpoints name another certificate"));
-        }
         Ok(())
     }
 
@@ -426,6 +400,55 @@ impl Inner {
         tracing::info!(parent: &self.span, ?state, "session state");
         self.state.send_replace(state);
     }
+}
+
+/// The checks of a CreateSession answer before anything is signed for it (Part 4 §5.7.2): the server certificate
+/// is the endpoint's, the serverSignature over our certificate and nonce verifies with it
+/// (BadApplicationSignatureInvalid otherwise), and serverEndpoints still offer our endpoint with that certificate.
+/// Returns the server certificate to use for the clientSignature and user tokens.
+pub(crate) fn check_create_session(
+    response: &CreateSessionResponse,
+    policy: SecurityPolicy,
+    mode: SecurityMode,
+    expected_certificate: Option<&[u8]>,
+    own_certificate: &[u8],
+    client_nonce: &[u8],
+) -> Result<Option<PeerCertificate>> {
+    let from_response = response.server_certificate.value.as_deref().filter(|c| !c.is_empty());
+    let server = match (from_response, expected_certificate) {
+        (Some(got), Some(want)) => {
+            let got = PeerCertificate::from_der(got)?;
+            let want = PeerCertificate::from_der(want)?;
+            if got.certificate() != want.certificate() {
+                return Err(Error::CertificateInvalid(
+                    "CreateSession answered with another certificate than the endpoint's".into(),
+                ));
+            }
+            Some(got)
+        }
+        (Some(got), None) => Some(PeerCertificate::from_der(got)?),
+        (None, Some(want)) if policy.is_none() => Some(PeerCertificate::from_der(want)?),
+        (None, Some(_)) => return Err(Error::CertificateInvalid("CreateSession carried no server certificate".into())),
+        (None, None) => None,
+    };
+    if policy.is_none() {
+        return Ok(server);
+    }
+    let Some(server) = server else {
+        return Err(Error::CertificateInvalid("no server certificate for a secured session".into()));
+    };
+    session::verify(&server, policy, own_certificate, client_nonce, &response.server_signature)?;
+    // GetEndpoints ran over an unauthenticated channel: a downgrade would show here.
+    let endpoints = response.server_endpoints.as_deref().unwrap_or_default();
+    if !endpoints.is_empty() {
+        let ours = find_endpoint(endpoints, policy, mode)
+            .ok_or(Error::SecurityChecksFailed("CreateSession's serverEndpoints do not offer the endpoint we use"))?;
+        let cert = ours.server_certificate.value.as_deref().unwrap_or_default();
+        if !cert.is_empty() && PeerCertificate::from_der(cert)?.certificate() != server.certificate() {
+            return Err(Error::SecurityChecksFailed("CreateSession's serverEndpoints name another certificate"));
+        }
+    }
+    Ok(Some(server))
 }
 
 /// A session: a channel plus an activated session on it, with its background tasks (keep-alive and reconnect,
@@ -524,6 +547,11 @@ impl Session {
         &self.inner.endpoint
     }
 
+    /// The session timeout the server granted; the keep-alive reads well within it.
+    pub fn revised_timeout(&self) -> Duration {
+        self.inner.ids.lock().revised_timeout
+    }
+
     /// The security policy in use.
     pub fn security_policy(&self) -> SecurityPolicy {
         self.inner.channel_options.policy
@@ -604,4 +632,75 @@ async fn choose_endpoint(
     }
     tracing::info!(policy = channel.policy.name(), mode = ?channel.mode, level = endpoint.security_level, "endpoint chosen");
     Ok((endpoint, channel, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::asymmetric::tests::cached;
+    use crate::client::TRANSPORT_PROFILE_URI;
+    use opcua_types::ResponseHeader;
+
+    fn answer(
+        server_key: &dyn certvault::VaultKey,
+        server_cert: &[u8],
+        signed: (&[u8], &[u8]),
+    ) -> CreateSessionResponse {
+        let policy = SecurityPolicy::Basic256Sha256;
+        CreateSessionResponse {
+            response_header: ResponseHeader::default(),
+            session_id: NodeId::new(1, 1),
+            authentication_token: NodeId::new(1, 2),
+            revised_session_timeout: 60_000.0,
+            server_nonce: ByteString::from(vec![9; 32]),
+            server_certificate: ByteString::from(server_cert.to_vec()),
+            server_endpoints: Some(vec![EndpointDescription {
+                security_policy_uri: policy.uri().into(),
+                security_mode: SecurityMode::SignAndEncrypt.to_wire(),
+                server_certificate: ByteString::from(server_cert.to_vec()),
+                transport_profile_uri: TRANSPORT_PROFILE_URI.into(),
+                ..Default::default()
+            }]),
+            server_software_certificates: None,
+            server_signature: session::sign(server_key, policy, signed.0, signed.1).unwrap(),
+            max_request_message_size: 0,
+        }
+    }
+
+    #[test]
+    fn create_session_answers_are_checked() {
+        let (server_key, server_cert) = cached(2048, "server");
+        let (_, client_cert) = cached(2048, "client");
+        let (other_key, other_cert) = cached(2048, "other");
+        let policy = SecurityPolicy::Basic256Sha256;
+        let mode = SecurityMode::SignAndEncrypt;
+        let nonce = [5u8; 32];
+        let check = |r: &CreateSessionResponse| {
+            check_create_session(r, policy, mode, Some(&server_cert), &client_cert, &nonce).map(|_| ())
+        };
+
+        let good = answer(server_key.as_ref(), &server_cert, (&client_cert, &nonce));
+        check(&good).unwrap();
+
+        // Signed over another nonce, or by another key: BadApplicationSignatureInvalid.
+        let replayed = answer(server_key.as_ref(), &server_cert, (&client_cert, &[6u8; 32]));
+        assert_eq!(check(&replayed).unwrap_err().status_code(), StatusCode::BadApplicationSignatureInvalid);
+        let forged = answer(other_key.as_ref(), &server_cert, (&client_cert, &nonce));
+        assert_eq!(check(&forged).unwrap_err().status_code(), StatusCode::BadApplicationSignatureInvalid);
+
+        // Another certificate than the endpoint's, even with a valid signature by it.
+        let swapped = answer(other_key.as_ref(), &other_cert, (&client_cert, &nonce));
+        assert_eq!(check(&swapped).unwrap_err().status_code(), StatusCode::BadCertificateInvalid);
+
+        // serverEndpoints without our endpoint: a downgrade.
+        let mut downgraded = good.clone();
+        if let Some(endpoints) = downgraded.server_endpoints.as_mut() {
+            endpoints[0].security_mode = SecurityMode::Sign.to_wire();
+        }
+        assert_eq!(check(&downgraded).unwrap_err().status_code(), StatusCode::BadSecurityChecksFailed);
+
+        // Policy None: nothing to verify.
+        let unsigned = CreateSessionResponse { server_signature: Default::default(), ..good };
+        assert!(check_create_session(&unsigned, SecurityPolicy::None, SecurityMode::None, None, &[], &nonce).is_ok());
+    }
 }

@@ -24,7 +24,7 @@ use opcua::server::address_space::{MethodBuilder, VariableBuilder};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
 use opcua::server::{ServerEndpoint, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
-use opcua::types::{DataTypeId, DataValue, NodeId, StatusCode, Variant};
+use opcua::types::{DataTypeId, DataValue, NodeId, QualifiedName, StatusCode, Variant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -75,19 +75,19 @@ impl PeerServer {
         {
             let mut space = manager.address_space().write();
             let folder = NodeId::new(ns, "Interop");
-            space.add_folder(&folder, "Interop", "Interop", &NodeId::objects_folder_id());
-            VariableBuilder::new(&NodeId::new(ns, "Setpoint"), "Setpoint", "Setpoint")
+            space.add_folder(&folder, QualifiedName::new(ns, "Interop"), "Interop", &NodeId::objects_folder_id());
+            VariableBuilder::new(&NodeId::new(ns, "Setpoint"), QualifiedName::new(ns, "Setpoint"), "Setpoint")
                 .data_type(DataTypeId::Double)
                 .value(0.0f64)
                 .writable()
                 .organized_by(&folder)
                 .insert(&mut *space);
-            VariableBuilder::new(&NodeId::new(ns, "Counter"), "Counter", "Counter")
+            VariableBuilder::new(&NodeId::new(ns, "Counter"), QualifiedName::new(ns, "Counter"), "Counter")
                 .data_type(DataTypeId::Int32)
                 .value(0i32)
                 .organized_by(&folder)
                 .insert(&mut *space);
-            MethodBuilder::new(&NodeId::new(ns, "Add"), "Add", "Add")
+            MethodBuilder::new(&NodeId::new(ns, "Add"), QualifiedName::new(ns, "Add"), "Add")
                 .component_of(folder.clone())
                 .input_args(
                     &mut *space,
@@ -534,4 +534,206 @@ async fn client_keep_alive_interop() {
     report.print("certvault client -> async-opcua 0.19 server: session keep-alive");
     server.stop().await;
     assert!(report.failures().is_empty(), "failed cases: {:#?}", report.failures());
+}
+
+/// The typed services not covered by the matrix, one call each, with the server's answers printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_typed_services_interop() {
+    use certvault_opcua::client::SubscriptionSettings;
+    use opcua::types::{
+        AttributeId, BrowseDescription, BrowseDescriptionResultMask, BrowseDirection, BrowsePath, CallMethodRequest,
+        MonitoredItemCreateRequest, MonitoredItemModifyRequest, MonitoringMode, MonitoringParameters, NodeClassMask,
+        ObjectId, ReadValueId, ReferenceTypeId, RelativePath, RelativePathElement, TimestampsToReturn, WriteValue,
+    };
+
+    init_tracing();
+    let fixture = Fixture::new();
+    let server = fixture.server().await;
+    let options = fixture.options(
+        SecurityPolicy::Aes128Sha256RsaOaep,
+        SecurityMode::SignAndEncrypt,
+        UserIdentity::user_name(USER, PASSWORD),
+    );
+    let session = Session::connect(&server.url(), options).await.expect("connect");
+    let mut done: Vec<String> = Vec::new();
+
+    // TranslateBrowsePathsToNodeIds: Objects/Interop/Setpoint.
+    let step = |name: &str| RelativePathElement {
+        reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+        is_inverse: false,
+        include_subtypes: true,
+        target_name: QualifiedName::new(server.ns, name),
+    };
+    let path = BrowsePath {
+        starting_node: ObjectId::ObjectsFolder.into(),
+        relative_path: RelativePath { elements: Some(vec![step("Interop"), step("Setpoint")]) },
+    };
+    let translated = session.translate_browse_paths(vec![path]).await.expect("translate");
+    let target = translated[0].targets.as_ref().and_then(|t| t.first()).expect("a target");
+    assert_eq!(target.target_id.node_id, server.node("Setpoint"));
+    done.push("TranslateBrowsePathsToNodeIds".into());
+
+    // Browse one reference at a time, then BrowseNext, then release a continuation point.
+    let description = BrowseDescription {
+        node_id: server.node("Interop"),
+        browse_direction: BrowseDirection::Forward,
+        reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+        include_subtypes: true,
+        node_class_mask: NodeClassMask::all().bits(),
+        result_mask: BrowseDescriptionResultMask::all().bits(),
+    };
+    let first = session.browse(vec![description.clone()], 1, None).await.expect("browse").remove(0);
+    assert_eq!(first.references.as_ref().map(Vec::len), Some(1));
+    assert!(!first.continuation_point.is_null_or_empty(), "more than one reference");
+    let next = session.browse_next(false, vec![first.continuation_point.clone()]).await.expect("browse next").remove(0);
+    assert!(next.references.as_ref().is_some_and(|r| !r.is_empty()));
+    let again = session.browse(vec![description], 1, None).await.expect("browse").remove(0);
+    session.browse_next(true, vec![again.continuation_point]).await.expect("release continuation point");
+    done.push("Browse(max 1) + BrowseNext + release".into());
+
+    // RegisterNodes / UnregisterNodes, then use the registered id.
+    let registered = session.register_nodes(vec![server.node("Setpoint")]).await.expect("register");
+    session.write_value(&registered[0], 1.25f64).await.expect("write through the registered id");
+    session.unregister_nodes(registered).await.expect("unregister");
+    done.push("RegisterNodes + UnregisterNodes".into());
+
+    // Read of several attributes, Write of several values.
+    let read = session
+        .read(
+            vec![
+                ReadValueId {
+                    node_id: server.node("Counter"),
+                    attribute_id: AttributeId::BrowseName as u32,
+                    ..Default::default()
+                },
+                ReadValueId::from(server.node("Setpoint")),
+            ],
+            TimestampsToReturn::Neither,
+            0.0,
+        )
+        .await
+        .expect("read");
+    assert_eq!(read[1].value, Some(Variant::Double(1.25)));
+    let written = session
+        .write(vec![
+            WriteValue {
+                node_id: server.node("Setpoint"),
+                attribute_id: AttributeId::Value as u32,
+                index_range: Default::default(),
+                value: DataValue::value_only(2.5f64),
+            },
+            WriteValue {
+                node_id: server.node("Counter"),
+                attribute_id: AttributeId::Value as u32,
+                index_range: Default::default(),
+                value: DataValue::value_only(1i32),
+            },
+        ])
+        .await
+        .expect("write");
+    done.push(format!("Read x2 ({:?}), Write x2 ({written:?})", read[0].value));
+    assert!(written[0].is_good());
+    assert!(written[1].is_bad(), "Counter is read-only");
+
+    // Call with a bad argument: the per-method status.
+    let called = session
+        .call(vec![CallMethodRequest {
+            object_id: server.node("Interop"),
+            method_id: server.node("Add"),
+            input_arguments: Some(vec![Variant::Int32(1), Variant::String("x".into())]),
+        }])
+        .await
+        .expect("call");
+    done.push(format!("Call with a bad argument -> {}", called[0].status_code));
+    assert!(called[0].status_code.is_bad());
+
+    // The raw subscription services.
+    let settings = SubscriptionSettings { publishing_interval: Duration::from_millis(200), ..Default::default() };
+    let created = session.create_subscription(&settings, true).await.expect("create subscription");
+    let id = created.subscription_id;
+    let items = session
+        .create_monitored_items(
+            id,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(server.node("Counter")),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: 7,
+                    sampling_interval: 100.0,
+                    queue_size: 5,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            }],
+        )
+        .await
+        .expect("create monitored items");
+    let item = items[0].monitored_item_id;
+    let modified = session
+        .modify_monitored_items(
+            id,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemModifyRequest {
+                monitored_item_id: item,
+                requested_parameters: MonitoringParameters {
+                    client_handle: 7,
+                    sampling_interval: 200.0,
+                    queue_size: 2,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            }],
+        )
+        .await
+        .expect("modify monitored items");
+    let mode = session.set_monitoring_mode(id, MonitoringMode::Disabled, vec![item]).await.expect("monitoring mode");
+    let publishing = session.set_publishing_mode(false, vec![id]).await.expect("publishing mode");
+    let revised = session
+        .modify_subscription(id, &SubscriptionSettings { publishing_interval: Duration::from_millis(300), ..settings })
+        .await
+        .expect("modify subscription");
+    let republish = session.republish(id, 12345).await.expect_err("nothing to republish");
+    let deleted_items = session.delete_monitored_items(id, vec![item]).await.expect("delete monitored items");
+    let deleted = session.delete_subscriptions(vec![id, 999_999]).await.expect("delete subscriptions");
+    done.push(format!(
+        "Create/Modify/SetMonitoringMode/DeleteMonitoredItems ({} {:?} {:?}), SetPublishingMode {:?}, ModifySubscription \
+         ({} ms), Republish unknown -> {}, DeleteSubscriptions {:?}",
+        modified[0].status_code,
+        mode,
+        deleted_items,
+        publishing,
+        revised.revised_publishing_interval,
+        republish.status_code(),
+        deleted
+    ));
+    assert!(modified[0].status_code.is_good() && mode[0].is_good() && publishing[0].is_good());
+    assert_eq!(republish.status_code(), StatusCode::BadMessageNotAvailable);
+    assert!(deleted[0].is_good() && deleted[1].is_bad());
+
+    // TransferSubscriptions of a new subscription to a second session of the same user.
+    let moving = session.create_subscription(&settings, true).await.expect("create subscription").subscription_id;
+    let other = Session::connect(
+        &server.url(),
+        fixture.options(
+            SecurityPolicy::Aes128Sha256RsaOaep,
+            SecurityMode::SignAndEncrypt,
+            UserIdentity::user_name(USER, PASSWORD),
+        ),
+    )
+    .await
+    .expect("second session");
+    let transferred = match other.transfer_subscriptions(vec![moving], false).await {
+        Ok(results) => format!("{:?}", results.iter().map(|r| r.status_code).collect::<Vec<_>>()),
+        Err(e @ certvault_opcua::Error::Remote { .. }) => format!("refused: {}", e.status_code()),
+        Err(e) => panic!("TransferSubscriptions failed locally: {e}"),
+    };
+    done.push(format!("TransferSubscriptions to another session -> {transferred}"));
+    let _ = other.close().await;
+    println!("\ncertvault client -> async-opcua 0.19 server: typed services (Aes128_Sha256_RsaOaep, SignAndEncrypt)");
+    for line in &done {
+        println!("  ok  {line}");
+    }
+    session.close().await.expect("close");
+    server.stop().await;
 }

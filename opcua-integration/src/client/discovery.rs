@@ -16,6 +16,8 @@
 //!     security_mode: mode,
 //!     security_level: level,
 //!     transport_profile_uri: TRANSPORT_PROFILE_URI.into(),
+//!     // Secured endpoints carry the server's certificate (placeholder bytes here).
+//!     server_certificate: vec![0x30, 0x82].into(),
 //!     ..Default::default()
 //! };
 //! let offered = [

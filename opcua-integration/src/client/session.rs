@@ -332,6 +332,7 @@ impl Inner {
         };
         let revised = Duration::from_secs_f64((response.revised_session_timeout / 1000.0).clamp(1.0, 86_400.0));
         tracing::info!(parent: &self.span, session_id = %response.session_id, revised_timeout = ?revised, "session created");
+        self.span.record("session_id", tracing::field::display(&response.session_id));
         *self.ids.lock() = SessionIds {
             session_id: response.session_id,
             auth_token: response.authentication_token,
@@ -523,7 +524,6 @@ impl Session {
             let _ = client.shutdown().await;
             return Err(e);
         }
-        span.record("session_id", tracing::field::display(&inner.ids.lock().session_id));
         inner.set_state(ConnectionState::Connected);
         let tasks = vec![
             tokio::spawn(reconnect::supervise(inner.clone()).instrument(span.clone())),

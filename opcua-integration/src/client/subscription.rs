@@ -351,6 +351,9 @@ impl Session {
         let client = inner.connected_channel().await?;
         let (server_id, revised_interval, revised_keep_alive) =
             create_on_server(inner, &client, &params, &items).await?;
+        // Unbounded: one publish loop serves every subscription of the session and must not stall on one slow
+        // consumer. What arrives is bounded by the server (queue sizes, notifications per publish) and by the
+        // consumer dropping the stream, which deletes the subscription.
         let (sender, receiver) = mpsc::unbounded_channel();
         let local_id = {
             let mut registry = inner.subscriptions.lock();

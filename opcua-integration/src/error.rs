@@ -153,6 +153,10 @@ pub enum Error {
     /// Something did not happen in time (Hello, a response, the vault).
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// A user identity that cannot be turned into a token the endpoint accepts (no matching UserTokenPolicy, a
+    /// policy that is not enabled, a password that would travel in clear text).
+    #[error("identity token rejected: {0}")]
+    IdentityTokenRejected(String),
 }
 
 impl Error {
@@ -201,6 +205,7 @@ impl Error {
             Error::Types(e) => e.status(),
             Error::Io(_) => StatusCode::BadCommunicationError,
             Error::Timeout(_) => StatusCode::BadTimeout,
+            Error::IdentityTokenRejected(_) => StatusCode::BadIdentityTokenRejected,
         }
     }
 

@@ -90,6 +90,32 @@ macro_rules! has_service_result {
 
 has_service_result!(opcua_types::GetEndpointsResponse, opcua_types::FindServersResponse, ServiceFault);
 
+// The responses the client's session and services decode.
+has_service_result!(
+    opcua_types::CreateSessionResponse,
+    opcua_types::ActivateSessionResponse,
+    opcua_types::CloseSessionResponse,
+    opcua_types::ReadResponse,
+    opcua_types::WriteResponse,
+    opcua_types::BrowseResponse,
+    opcua_types::BrowseNextResponse,
+    opcua_types::TranslateBrowsePathsToNodeIdsResponse,
+    opcua_types::CallResponse,
+    opcua_types::RegisterNodesResponse,
+    opcua_types::UnregisterNodesResponse,
+    opcua_types::CreateSubscriptionResponse,
+    opcua_types::ModifySubscriptionResponse,
+    opcua_types::DeleteSubscriptionsResponse,
+    opcua_types::CreateMonitoredItemsResponse,
+    opcua_types::ModifyMonitoredItemsResponse,
+    opcua_types::DeleteMonitoredItemsResponse,
+    opcua_types::SetMonitoringModeResponse,
+    opcua_types::SetPublishingModeResponse,
+    opcua_types::PublishResponse,
+    opcua_types::RepublishResponse,
+    opcua_types::TransferSubscriptionsResponse
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,26 @@
 //! client.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Sessions and services are built on top of a channel: [`Session`] (CreateSession/ActivateSession with vault
+//! signatures, user identities, typed services, subscriptions as streams, reconnect), and [`discovery`] picks the
+//! endpoint.
+
+pub mod discovery;
+pub mod identity;
+mod reconnect;
+pub mod services;
+pub mod session;
+pub mod subscription;
+
+pub use discovery::{EndpointFilter, TRANSPORT_PROFILE_URI};
+pub use identity::UserIdentity;
+pub use reconnect::ReconnectPolicy;
+pub use services::SubscriptionSettings;
+pub use session::{ConnectionState, Session, SessionOptions};
+pub use subscription::{
+    DataChange, MonitoredItemSpec, SequenceCheck, SequenceTracker, SubscriptionParams, SubscriptionStream,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -163,6 +183,7 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<ChannelState>,
     task: Option<JoinHandle<()>>,
+    abort: tokio::task::AbortHandle,
     timeout: Duration,
     codec: BodyCodec,
     next_handle: AtomicU32,
@@ -197,6 +218,7 @@ impl Client {
             endpoint_url: url.to_owned(),
             commands,
             state,
+            abort: task.abort_handle(),
             task: Some(task),
             timeout,
             codec: BodyCodec::new(),
@@ -209,11 +231,34 @@ impl Client {
         *self.state.borrow()
     }
 
-    /// Sends one request body (encoded NodeId + request) and waits for the response body.
+    /// A receiver of the channel's state: it changes on renewals and when the channel ends (`open == false`), which
+    /// is what a session's reconnect logic waits for.
+    pub fn watch_state(&self) -> watch::Receiver<ChannelState> {
+        self.state.clone()
+    }
+
+    /// The endpoint URL this channel was opened to.
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    /// The per-request timeout of [`Client::call`] ([`ClientOptions::timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one request body (encoded NodeId + request) and waits for the response body, at most
+    /// [`ClientOptions::timeout`].
     pub async fn call(&self, body: Vec<u8>) -> Result<Vec<u8>> {
+        self.call_with_timeout(body, self.timeout).await
+    }
+
+    /// As [`Client::call`] with a timeout for this request only. Publish requests need it: the server holds them
+    /// until it has notifications or a keep-alive is due, which may be longer than the ordinary timeout.
+    pub async fn call_with_timeout(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         let (reply, response) = oneshot::channel();
         self.commands.send(Command::Request { body, reply }).await.map_err(|_| Error::ChannelClosed)?;
-        match tokio::time::timeout(self.timeout, response).await {
+        match tokio::time::timeout(timeout, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ChannelClosed),
             Err(_) => Err(Error::Timeout("response")),
@@ -271,6 +316,23 @@ impl Client {
             )
             .await?;
         Ok(response.servers.unwrap_or_default())
+    }
+
+    /// Ends the connection task at once, without CloseSecureChannel: every waiting request fails with
+    /// [`Error::ChannelClosed`]. For a channel that is believed dead (no answer to a keep-alive), where a polite
+    /// close would only wait for the timeout.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Sends CloseSecureChannel and closes the socket, through a shared reference (a session keeps its channel
+    /// in an `Arc`). The task ends after the message is written.
+    pub async fn shutdown(&self) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        match self.commands.send(Command::Close { reply }).await {
+            Ok(()) => done.await.unwrap_or(Err(Error::ChannelClosed)),
+            Err(_) => Err(Error::ChannelClosed),
+        }
     }
 
     /// Sends CloseSecureChannel and closes the socket.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -801,6 +802,26 @@ def _token_kind() -> str:
     return "anonymous"
 
 
+# Whether the secure channel of the request being handled has security policy None (set per asyncio task).
+_channel_insecure: contextvars.ContextVar[bool] = contextvars.ContextVar("channel_insecure", default=False)
+
+
+def install_channel_tracking() -> None:
+    from asyncua.server import uaprocessor
+
+    original = uaprocessor.UaProcessor.process_message
+
+    async def process_message(self, seqhdr, body):  # type: ignore[no-untyped-def]
+        policy = getattr(self._connection, "security_policy", None)
+        token = _channel_insecure.set(policy is None or policy_short(getattr(policy, "URI", "")) == "None")
+        try:
+            return await original(self, seqhdr, body)
+        finally:
+            _channel_insecure.reset(token)
+
+    uaprocessor.UaProcessor.process_message = process_message
+
+
 def install_token_tracking() -> None:
     from asyncua.server import internal_session
 
@@ -853,6 +874,7 @@ async def cmd_server(args: argparse.Namespace) -> int:
     install_opn_trust_check(trust)
     users = UserPolicy(args)
     install_token_tracking()
+    install_channel_tracking()
 
     server = Server(user_manager=users.user_manager())
     await server.init()
@@ -872,6 +894,10 @@ async def cmd_server(args: argparse.Namespace) -> int:
     async def validate(cert: Any, app_description: Any) -> None:
         from asyncua.common.utils import ServiceError
 
+        if _channel_insecure.get():
+            # CreateSession's clientCertificate is only meaningful with a security policy (Part 4, 5.6.2); the asyncua
+            # client sends its X.509 *user* certificate there over a None channel. Ignore it, as the spec says.
+            return
         status = trust.status_of(cert.public_bytes(_der()))
         if status is not None:
             raise ServiceError(getattr(ua.StatusCodes, status))

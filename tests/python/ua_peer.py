@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """ua_peer: Python asyncua (opcua-asyncio) as an OPC UA interop peer for the certvault tests.
 
-One command-line tool with five sub-commands (gen-cert, gen-user-cert, client-endpoints, client-session, server). Every sub-command
-prints exactly one JSON object on stdout (the server prints one "ready" line, then nothing until it exits); logs go to
-stderr. Exit code 0 means "ok": true. The contract is documented in README.md next to this file; the Rust tests code
-against it, so change both together.
+One command-line tool with five sub-commands (gen-cert, gen-user-cert, client-endpoints, client-session, server).
+Every sub-command prints exactly one JSON object on stdout (the server prints one "ready" line, then nothing until it
+exits); logs go to stderr. Exit code 0 means "ok": true (or an --expect-failure that was met), 1 an unexpected
+failure, 2 a usage error. The contract is documented in README.md next to this file; the Rust tests code against it,
+so change both together.
 """
 
 from __future__ import annotations
@@ -586,7 +587,8 @@ async def subscribe(client: Any, nid: str, args: argparse.Namespace) -> dict[str
                 "changes": changes,
                 "count": len(changes),
             }
-        return {"ok": True, "status": "Good", "changes": changes[: args.changes], "count": min(len(changes), args.changes)}
+        kept = changes[: args.changes]
+        return {"ok": True, "status": "Good", "changes": kept, "count": len(kept)}
     finally:
         try:
             await asyncio.wait_for(sub.delete(), timeout=args.timeout)
@@ -946,7 +948,11 @@ async def cmd_server(args: argparse.Namespace) -> int:
                 "endpoints": [f"{policy_short(ep.SecurityPolicyUri)}/{mode_name(ep.SecurityMode)}" for ep in server.iserver.endpoints],
                 "user_token_policies": {
                     f"{policy_short(ep.SecurityPolicyUri)}/{mode_name(ep.SecurityMode)}": [
-                        {"policy_id": t.PolicyId, "type": t.TokenType.name, "security_policy": policy_short(t.SecurityPolicyUri or "")}
+                        {
+                            "policy_id": t.PolicyId,
+                            "type": t.TokenType.name,
+                            "security_policy": policy_short(t.SecurityPolicyUri or ""),
+                        }
                         for t in ep.UserIdentityTokens
                     ]
                     for ep in server.iserver.endpoints
@@ -1020,7 +1026,9 @@ async def add_test_namespace(server: Any, blob_size: int) -> tuple[Any, dict[str
             for a in args
         ]
         if any(not r.is_good() for r in results):
-            return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadInvalidArgument), InputArgumentResults=results)
+            return ua.CallMethodResult(
+                StatusCode=ua.StatusCode(ua.StatusCodes.BadInvalidArgument), InputArgumentResults=results
+            )
         return [a.Value for a in args]
 
     async def machine_add(parent: Any, *args: Any) -> Any:
@@ -1151,7 +1159,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trust", metavar="DIR", help="trusted client certificates or CAs (DER/PEM); none: trust all")
     s.add_argument("--users", metavar="FILE", help="JSON users file (see README.md)")
     s.add_argument("--user", action="append", metavar="NAME:PASSWORD", help="accepted user name (repeatable)")
-    s.add_argument("--trust-user-cert", action="append", metavar="FILE", help="accepted X.509 user certificate (repeatable)")
+    s.add_argument(
+        "--trust-user-cert", action="append", metavar="FILE", help="accepted X.509 user certificate (repeatable)"
+    )
     s.add_argument("--no-anonymous", action="store_true", help="do not offer or accept the anonymous token")
     s.add_argument("--blob-size", type=int, default=1048576, help="bytes in ns=3;s=Blob (default 1 MiB)")
     s.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long whatever happens")

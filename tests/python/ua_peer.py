@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """ua_peer: Python asyncua (opcua-asyncio) as an OPC UA interop peer for the certvault tests.
 
-One command-line tool with four sub-commands (gen-cert, client-endpoints, client-session, server). Every sub-command
-prints exactly one JSON object on stdout (the server prints one "ready" line, then nothing until it exits); logs go to
-stderr. Exit code 0 means "ok": true. The contract is documented in README.md next to this file; the Rust tests code
-against it, so change both together.
+One command-line tool with five sub-commands (gen-cert, gen-user-cert, client-endpoints, client-session, server).
+Every sub-command prints exactly one JSON object on stdout (the server prints one "ready" line, then nothing until it
+exits); logs go to stderr. Exit code 0 means "ok": true (or an --expect-failure that was met), 1 an unexpected
+failure, 2 a usage error. The contract is documented in README.md next to this file; the Rust tests code against it,
+so change both together.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextvars
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +46,19 @@ DEMO_NODES = {
     "int32": "ns=2;s=Demo.Int32",
     "add": "ns=2;s=Demo.Add",
 }
+
+# The test namespace of the interop matrix (namespace index 3, registered right after the demo namespace).
+TEST_NAMESPACE_URI = "urn:certvault:test:python"
+TEST_NODES = {
+    "machine": "ns=3;s=Machine",
+    "setpoint": "ns=3;s=Setpoint",
+    "counter": "ns=3;s=Counter",
+    "blob": "ns=3;s=Blob",
+    "machine_add": "ns=3;s=Machine.Add",
+}
+COUNTER_PERIOD_S = 0.1
+# ByteString values longer than this are reported without "base64" (only "len" and "sha256").
+MAX_BASE64_BYTES = 65536
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -104,7 +120,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, (bytes, bytearray)):
-        return {"base64": base64.b64encode(bytes(value)).decode()}
+        return bytes_json(bytes(value))
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
@@ -124,6 +140,19 @@ def to_json(value: Any) -> Any:
     if hasattr(value, "name") and hasattr(value, "value"):  # enums
         return value.name
     return str(value)
+
+
+def bytes_json(data: bytes) -> dict[str, Any]:
+    """{"len", "sha256" (hex), "base64" (only up to MAX_BASE64_BYTES)} for a ByteString."""
+    out: dict[str, Any] = {"len": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if len(data) <= MAX_BASE64_BYTES:
+        out["base64"] = base64.b64encode(data).decode()
+    return out
+
+
+def pattern_bytes(n: int) -> bytes:
+    """n bytes 00 01 02 .. ff 00 01 ..: the Blob's initial content and the `*N` ByteString write value."""
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -194,6 +223,69 @@ def generate_cert(
     )
     os.chmod(key_path, 0o600)
     return {"cert": str(cert_path), "key": str(key_path), "app_uri": app_uri}
+
+
+def generate_user_cert(out_dir: Path, name: str, bits: int = 2048, days: int = 365) -> dict[str, str]:
+    """Self-signed X.509 user identity certificate (DER) and its key (PKCS#8 PEM) in out_dir.
+
+    CN=name, no subjectAltName (a user has no ApplicationUri), KeyUsage digitalSignature+nonRepudiation+keyEncipherment
+    +dataEncipherment, EKU clientAuth, CA=false.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cert_path = out_dir / f"{name}.der"
+    key_path = out_dir / f"{name}.key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    os.chmod(key_path, 0o600)
+    return {"cert": str(cert_path), "key": str(key_path), "subject": f"CN={name}"}
+
+
+def load_cert_der(path: str) -> bytes:
+    """A certificate file (DER or PEM) as DER."""
+    from cryptography import x509
+
+    data = Path(path).read_bytes()
+    cert = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") else x509.load_der_x509_certificate(data)
+    return cert.public_bytes(_der())
 
 
 def cert_app_uri(cert_path: str) -> str | None:
@@ -337,7 +429,7 @@ async def cmd_client_endpoints(args: argparse.Namespace) -> dict[str, Any]:
 
 VARIANT_TYPES = [
     "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
-    "Float", "Double", "String",
+    "Float", "Double", "String", "ByteString",
 ]  # fmt: skip
 
 
@@ -357,6 +449,12 @@ def parse_typed(text: str) -> Any:
         v = float(value)
     elif typ == "String":
         v = value
+    elif typ == "ByteString":
+        # hex digits, or *N: N bytes of the Blob pattern (00 01 .. ff 00 ..)
+        try:
+            v = pattern_bytes(int(value[1:], 0)) if value.startswith("*") else bytes.fromhex(value)
+        except ValueError:
+            raise UsageError(f"not a ByteString (hex digits or *N): {value!r}") from None
     else:
         v = int(value, 0)
     return ua.Variant(v, vt)
@@ -367,6 +465,12 @@ async def cmd_client_session(args: argparse.Namespace) -> dict[str, Any]:
 
     client = await make_client(args)
     user = args.user or "anonymous"
+    if args.user_cert or args.user_key:
+        if not (args.user_cert and args.user_key):
+            raise UsageError("--user-cert and --user-key go together")
+        if user != "anonymous":
+            raise UsageError("--user-cert/--user-key and --user NAME:PASSWORD exclude each other")
+        user = f"x509:{args.user_cert}:{args.user_key}"
     if user == "anonymous":
         user_kind = "anonymous"
     elif user.startswith("x509:"):
@@ -374,6 +478,9 @@ async def cmd_client_session(args: argparse.Namespace) -> dict[str, Any]:
         cert, sep, key = user[len("x509:") :].partition(":")
         if not sep or not cert or not key:
             raise UsageError("--user x509:CERT:KEY")
+        for f in (cert, key):
+            if not Path(f).is_file():
+                raise UsageError(f"no such file: {f}")
         await client.load_client_certificate(cert)
         await client.load_private_key(Path(key))
     else:
@@ -478,8 +585,10 @@ async def subscribe(client: Any, nid: str, args: argparse.Namespace) -> dict[str
                 "error": f"{len(changes)} of {args.changes} data changes in {args.subscribe_timeout} s",
                 "status": "BadTimeout",
                 "changes": changes,
+                "count": len(changes),
             }
-        return {"ok": True, "status": "Good", "changes": changes[: args.changes]}
+        kept = changes[: args.changes]
+        return {"ok": True, "status": "Good", "changes": kept, "count": len(kept)}
     finally:
         try:
             await asyncio.wait_for(sub.delete(), timeout=args.timeout)
@@ -609,45 +718,138 @@ def _first_cert(der: bytes) -> bytes:
     return der[: 2 + n + length]
 
 
-def load_users(path: str | None):
-    """UserManager from the --users JSON file (see README.md), or None for 'accept every token'."""
-    from asyncua.crypto.permission_rules import User, UserRole
-    from cryptography import x509
+class UserPolicy:
+    """Which user identity tokens the server accepts (--users FILE, --user, --trust-user-cert, --no-anonymous).
 
-    if path is None:
-        return None
-    spec = json.loads(Path(path).read_text())
-    anonymous = bool(spec.get("anonymous", True))
-    passwords: dict[str, str] = dict(spec.get("users", {}))
-    certs: set[bytes] = set()
-    for p in spec.get("certificates", []):
-        data = Path(p).read_bytes()
-        cert = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") else x509.load_der_x509_certificate(data)
-        certs.add(cert.public_bytes(_der()))
+    Without any of those options every token is accepted (open mode). Accepted users get asyncua's role User (may read,
+    write writable variables, browse, call, subscribe; never Admin, so AccessLevel is enforced).
+    """
 
-    class JsonUserManager:
-        def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
-            if username is not None:
-                if username in passwords and passwords[username] == password:
-                    return User(role=UserRole.User, name=username)
-                log.info("user %r rejected", username)
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.restricted = bool(args.users or args.user or args.trust_user_cert or args.no_anonymous)
+        self.anonymous = not args.no_anonymous
+        self.passwords: dict[str, str] = {}
+        self.certs: dict[bytes, str] = {}  # DER -> subject
+        if args.users:
+            spec = json.loads(Path(args.users).read_text())
+            if not spec.get("anonymous", True):
+                self.anonymous = False
+            self.passwords.update(spec.get("users", {}))
+            for path in spec.get("certificates", []):
+                self._add_cert(path)
+        for entry in args.user or []:
+            name, sep, password = entry.partition(":")
+            if not sep or not name:
+                raise UsageError(f"--user NAME:PASSWORD, got {entry!r}")
+            self.passwords[name] = password
+        for path in args.trust_user_cert or []:
+            self._add_cert(path)
+
+    def _add_cert(self, path: str) -> None:
+        from cryptography import x509
+
+        if not Path(path).is_file():
+            raise UsageError(f"user certificate {path}: no such file")
+        der = load_cert_der(path)
+        self.certs[der] = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "restricted": self.restricted,
+            "anonymous": self.anonymous,
+            "usernames": sorted(self.passwords),
+            "user_certificates": len(self.certs),
+        }
+
+    def user_manager(self):
+        from asyncua.crypto.permission_rules import User, UserRole
+
+        policy = self
+
+        class PeerUserManager:
+            def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
+                kind = _token_kind()
+                if kind == "username":
+                    if not policy.restricted or policy.passwords.get(username) == password:
+                        return User(role=UserRole.User, name=username)
+                    log.info("user %r rejected (unknown name or wrong password)", username)
+                    return None  # asyncua answers BadUserAccessDenied
+                if kind == "x509":
+                    # asyncua verified the token signature against this certificate before asking.
+                    der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(_der())
+                    if not policy.restricted or der in policy.certs:
+                        return User(role=UserRole.User, name=policy.certs.get(der, "x509"))
+                    log.info("user certificate rejected (not trusted)")
+                    return None  # asyncua answers BadUserAccessDenied
+                if policy.anonymous:  # an anonymous token comes with the channel's application certificate, if any
+                    return User(role=UserRole.User, name="anonymous")
                 return None
-            der = None
-            if certificate is not None:
-                der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(_der())
-            if der is not None and der in certs:
-                return User(role=UserRole.User, name="x509")
-            # An anonymous token arrives with the channel's application certificate (or none): anonymous rules apply.
-            if anonymous:
-                return User(role=UserRole.User, name="anonymous")
-            return None
 
-    return JsonUserManager()
+        return PeerUserManager()
+
+
+# The identity token of the ActivateSession being handled. asyncua hands the user manager the channel's application
+# certificate for an anonymous token and the user certificate for an X.509 token, in the same argument, so the manager
+# cannot tell them apart by itself; InternalSession.activate_session is synchronous, so a module variable is enough.
+_current_token: Any = None
+
+
+def _token_kind() -> str:
+    from asyncua import ua
+
+    if isinstance(_current_token, ua.UserNameIdentityToken):
+        return "username"
+    if isinstance(_current_token, ua.X509IdentityToken):
+        return "x509"
+    return "anonymous"
+
+
+# Whether the secure channel of the request being handled has security policy None (set per asyncio task).
+_channel_insecure: contextvars.ContextVar[bool] = contextvars.ContextVar("channel_insecure", default=False)
+
+
+def install_channel_tracking() -> None:
+    from asyncua.server import uaprocessor
+
+    original = uaprocessor.UaProcessor.process_message
+
+    async def process_message(self, seqhdr, body):  # type: ignore[no-untyped-def]
+        policy = getattr(self._connection, "security_policy", None)
+        token = _channel_insecure.set(policy is None or policy_short(getattr(policy, "URI", "")) == "None")
+        try:
+            return await original(self, seqhdr, body)
+        finally:
+            _channel_insecure.reset(token)
+
+    uaprocessor.UaProcessor.process_message = process_message
+
+
+def install_token_tracking() -> None:
+    from asyncua.server import internal_session
+
+    original = internal_session.InternalSession.activate_session
+
+    def activate_session(self, params, peer_certificate):  # type: ignore[no-untyped-def]
+        global _current_token
+        _current_token = params.UserIdentityToken
+        try:
+            return original(self, params, peer_certificate)
+        finally:
+            _current_token = None
+
+    internal_session.InternalSession.activate_session = activate_session
 
 
 async def cmd_server(args: argparse.Namespace) -> int:
     from asyncua import Server, ua
-    from asyncua.server.user_managers import PermissiveUserManager
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    if not args.ignore_stdin:
+        threading.Thread(target=_wait_stdin_eof, args=(loop, stop), daemon=True).start()
+    parent = os.getppid()
 
     policies = args.policy or ["Basic256Sha256"]
     modes = args.mode or ["SignAndEncrypt"]
@@ -665,19 +867,26 @@ async def cmd_server(args: argparse.Namespace) -> int:
         resolve_own_cert(args, "server")
         if not (args.cert and args.key):
             raise UsageError("--cert and --key (or --generate-cert DIR) are required with a security policy")
+    if args.blob_size < 0:
+        raise UsageError("--blob-size must be >= 0")
 
     trust = TrustList(Path(args.trust) if args.trust else None)
     if args.trust and not Path(args.trust).is_dir():
         raise UsageError(f"--trust {args.trust}: not a directory")
     install_opn_trust_check(trust)
+    users = UserPolicy(args)
+    install_token_tracking()
+    install_channel_tracking()
 
-    user_manager = load_users(args.users) or PermissiveUserManager()
-    server = Server(user_manager=user_manager)
+    server = Server(user_manager=users.user_manager())
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{args.port}")
     server.set_server_name("certvault interop asyncua server")
     server.set_security_policy(endpoint_types)
-    server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
+    tokens = [ua.UserNameIdentityToken, ua.X509IdentityToken]
+    if users.anonymous:
+        tokens.insert(0, ua.AnonymousIdentityToken)
+    server.set_identity_tokens(tokens)
     server.iserver.max_pending_activation_seconds = args.activation_timeout
     if args.cert:
         await server.load_certificate(args.cert)
@@ -687,6 +896,10 @@ async def cmd_server(args: argparse.Namespace) -> int:
     async def validate(cert: Any, app_description: Any) -> None:
         from asyncua.common.utils import ServiceError
 
+        if _channel_insecure.get():
+            # CreateSession's clientCertificate is only meaningful with a security policy (Part 4, 5.6.2); the asyncua
+            # client sends its X.509 *user* certificate there over a None channel. Ignore it, as the spec says.
+            return
         status = trust.status_of(cert.public_bytes(_der()))
         if status is not None:
             raise ServiceError(getattr(ua.StatusCodes, status))
@@ -714,13 +927,10 @@ async def cmd_server(args: argparse.Namespace) -> int:
     arg_sum = ua.Argument(Name="sum", DataType=ua.NodeId(ua.ObjectIds.Double), ValueRank=-1)
     await folder.add_method(ua.NodeId("Demo.Add", idx), ua.QualifiedName("Add", idx), add, [arg_a, arg_b], [arg_sum])
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if not args.ignore_stdin:
-        threading.Thread(target=_wait_stdin_eof, args=(loop, stop), daemon=True).start()
+    counter, blob_info = await add_test_namespace(server, args.blob_size)
 
+    if stop.is_set():  # stopped while loading the address space
+        return EXIT_OK
     await server.start()
     try:
         port = server.bserver.port if server.bserver else args.port
@@ -736,20 +946,46 @@ async def cmd_server(args: argparse.Namespace) -> int:
                 "application_uri": server.get_application_uri(),
                 "cert": args.cert,
                 "endpoints": [f"{policy_short(ep.SecurityPolicyUri)}/{mode_name(ep.SecurityMode)}" for ep in server.iserver.endpoints],
-                "nodes": DEMO_NODES,
+                "user_token_policies": {
+                    f"{policy_short(ep.SecurityPolicyUri)}/{mode_name(ep.SecurityMode)}": [
+                        {
+                            "policy_id": t.PolicyId,
+                            "type": t.TokenType.name,
+                            "security_policy": policy_short(t.SecurityPolicyUri or ""),
+                        }
+                        for t in ep.UserIdentityTokens
+                    ]
+                    for ep in server.iserver.endpoints
+                },
+                "nodes": {**DEMO_NODES, **TEST_NODES},
                 "namespace_uri": NAMESPACE_URI,
+                "test_namespace_uri": TEST_NAMESPACE_URI,
+                "test_namespace_index": 3,
+                "blob": blob_info,
+                "counter_period_ms": int(COUNTER_PERIOD_S * 1000),
+                "users": users.describe(),
+                "pid": os.getpid(),
             }
         )
         t0 = time.monotonic()
         deadline = t0 + args.max_seconds
-        while not stop.is_set() and time.monotonic() < deadline:
-            await double.write_value(ua.Variant(math.sin(time.monotonic() - t0) * 100.0, ua.VariantType.Double))
+        ticks = 0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                log.warning("--max-seconds %s reached, stopping", args.max_seconds)
+                break
+            if os.getppid() != parent:
+                log.warning("parent process %s is gone, stopping", parent)
+                break
+            ticks += 1
+            await counter.write_value(ua.Variant(ticks, ua.VariantType.Int64))
+            await double.write_value(ua.Variant(math.sin(now - t0) * 100.0, ua.VariantType.Double))
             try:
-                await asyncio.wait_for(stop.wait(), timeout=0.1)
+                # next tick on the COUNTER_PERIOD_S grid, so the counter does not drift with the write time
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, t0 + ticks * COUNTER_PERIOD_S - time.monotonic()))
             except asyncio.TimeoutError:
                 pass
-        if not stop.is_set():
-            log.warning("--max-seconds %s reached, stopping", args.max_seconds)
     finally:
         try:
             await asyncio.wait_for(server.stop(), timeout=5)
@@ -758,13 +994,72 @@ async def cmd_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def add_test_namespace(server: Any, blob_size: int) -> tuple[Any, dict[str, Any]]:
+    """Namespace 3 (TEST_NAMESPACE_URI): object Machine with Setpoint, Counter, Blob and the method Add."""
+    from asyncua import ua
+
+    idx = await server.register_namespace(TEST_NAMESPACE_URI)
+    assert idx == 3, f"test namespace index {idx}"
+    machine = await server.nodes.objects.add_object(ua.NodeId("Machine", idx), ua.QualifiedName("Machine", idx))
+    setpoint = await machine.add_variable(
+        ua.NodeId("Setpoint", idx), ua.QualifiedName("Setpoint", idx), 0.0, ua.VariantType.Double
+    )
+    await setpoint.set_writable()
+    counter = await machine.add_variable(
+        ua.NodeId("Counter", idx), ua.QualifiedName("Counter", idx), 0, ua.VariantType.Int64
+    )
+    blob_value = pattern_bytes(blob_size)
+    blob = await machine.add_variable(
+        ua.NodeId("Blob", idx), ua.QualifiedName("Blob", idx), blob_value, ua.VariantType.ByteString
+    )
+    await blob.set_writable()
+
+    def double_args(*args: Any) -> Any:
+        """Add's argument check: ua.CallMethodResult on error (asyncua itself does not check), else the floats."""
+        if len(args) != 2:
+            code = ua.StatusCodes.BadArgumentsMissing if len(args) < 2 else ua.StatusCodes.BadTooManyArguments
+            return ua.CallMethodResult(StatusCode=ua.StatusCode(code))
+        results = [
+            ua.StatusCode()
+            if isinstance(a, ua.Variant) and a.VariantType == ua.VariantType.Double
+            else ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+            for a in args
+        ]
+        if any(not r.is_good() for r in results):
+            return ua.CallMethodResult(
+                StatusCode=ua.StatusCode(ua.StatusCodes.BadInvalidArgument), InputArgumentResults=results
+            )
+        return [a.Value for a in args]
+
+    async def machine_add(parent: Any, *args: Any) -> Any:
+        checked = double_args(*args)
+        if isinstance(checked, ua.CallMethodResult):
+            return checked
+        a, b = checked
+        return [ua.Variant(a + b, ua.VariantType.Double)]
+
+    arg_a = ua.Argument(Name="a", DataType=ua.NodeId(ua.ObjectIds.Double), ValueRank=-1)
+    arg_b = ua.Argument(Name="b", DataType=ua.NodeId(ua.ObjectIds.Double), ValueRank=-1)
+    arg_sum = ua.Argument(Name="sum", DataType=ua.NodeId(ua.ObjectIds.Double), ValueRank=-1)
+    await machine.add_method(
+        ua.NodeId("Machine.Add", idx), ua.QualifiedName("Add", idx), machine_add, [arg_a, arg_b], [arg_sum]
+    )
+    return counter, {"size": blob_size, "sha256": hashlib.sha256(blob_value).hexdigest()}
+
+
 def _wait_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    # os.read on the descriptor, not sys.stdin.buffer: a daemon thread blocked inside the buffered reader holds its
+    # lock, and the interpreter aborts ("could not acquire lock ... at interpreter shutdown") when the server stops
+    # for another reason (SIGTERM) while stdin is still open.
     try:
-        while sys.stdin.buffer.read(4096):
+        while os.read(0, 4096):
             pass
     except Exception:
         pass
-    loop.call_soon_threadsafe(stop.set)
+    try:
+        loop.call_soon_threadsafe(stop.set)
+    except RuntimeError:  # the loop is closed already
+        pass
 
 
 def _policy_type(policy: str, mode: str):
@@ -812,6 +1107,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--key-bits", type=int, default=2048)
     g.add_argument("--days", type=int, default=365)
 
+    u = sub.add_parser("gen-user-cert", help="generate a self-signed X.509 user identity certificate and key")
+    u.add_argument("--out", required=True, help="directory for NAME.der and NAME.key.pem")
+    u.add_argument("--name", default="user", help="file name stem and CN")
+    u.add_argument("--key-bits", type=int, default=2048)
+    u.add_argument("--days", type=int, default=365)
+
     def own_cert(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--cert", help="own certificate (DER or PEM)")
         sp.add_argument("--key", help="own private key, unencrypted: PEM (PKCS#8 or PKCS#1), or DER if the name ends in .der")
@@ -828,8 +1129,16 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--server-cert", help="the server's certificate (DER or PEM); required unless --policy None")
         c.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
         c.add_argument("--deadline", type=float, default=60.0, help="whole command, seconds")
+        c.add_argument(
+            "--expect-failure",
+            metavar="STATUS[,STATUS...]",
+            action="append",
+            help="exit 0 only if the command fails and every failure has one of these status names (repeatable)",
+        )
         if name == "client-session":
             c.add_argument("--user", default="anonymous", help="anonymous | NAME:PASSWORD | x509:CERT:KEY")
+            c.add_argument("--user-cert", metavar="FILE", help="X.509 user identity certificate (DER or PEM)")
+            c.add_argument("--user-key", metavar="FILE", help="its private key (unencrypted PEM)")
             for op, metavar in (
                 ("read", "NODEID"),
                 ("write", "NODEID=VALUE:TYPE"),
@@ -848,7 +1157,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", action="append", choices=MODES, help="repeatable (default SignAndEncrypt)")
     own_cert(s)
     s.add_argument("--trust", metavar="DIR", help="trusted client certificates or CAs (DER/PEM); none: trust all")
-    s.add_argument("--users", metavar="FILE", help="JSON users file (see README.md); none: accept every token")
+    s.add_argument("--users", metavar="FILE", help="JSON users file (see README.md)")
+    s.add_argument("--user", action="append", metavar="NAME:PASSWORD", help="accepted user name (repeatable)")
+    s.add_argument(
+        "--trust-user-cert", action="append", metavar="FILE", help="accepted X.509 user certificate (repeatable)"
+    )
+    s.add_argument("--no-anonymous", action="store_true", help="do not offer or accept the anonymous token")
+    s.add_argument("--blob-size", type=int, default=1048576, help="bytes in ns=3;s=Blob (default 1 MiB)")
     s.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long whatever happens")
     s.add_argument("--activation-timeout", type=float, default=30.0, help="close channels without a session after")
     s.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
@@ -868,16 +1183,31 @@ def main(argv: list[str] | None = None) -> int:
             made = generate_cert(Path(args.out), args.name, args.app_uri, bits=args.key_bits, days=args.days)
             emit({"ok": True, **made})
             return EXIT_OK
+        if args.command == "gen-user-cert":
+            made = generate_user_cert(Path(args.out), args.name, bits=args.key_bits, days=args.days)
+            emit({"ok": True, **made})
+            return EXIT_OK
         if args.command == "server":
             return asyncio.run(cmd_server(args))
+        expected = expected_failures(args)
         handler = cmd_client_endpoints if args.command == "client-endpoints" else cmd_client_session
 
         async def bounded() -> dict[str, Any]:
             return await asyncio.wait_for(handler(args), timeout=args.deadline)
 
-        result = asyncio.run(bounded())
+        try:
+            result = asyncio.run(bounded())
+        except UsageError:
+            raise
+        except Exception as exc:
+            log.info("failed", exc_info=True)
+            error, status = classify_error(exc)
+            result = {"ok": False, "error": error, "status": status}
+        code = EXIT_OK if result.get("ok") else EXIT_FAILED
+        if expected is not None:
+            code = judge_expectation(result, expected)
         emit(result)
-        return EXIT_OK if result.get("ok") else EXIT_FAILED
+        return code
     except UsageError as exc:
         emit({"ok": False, "error": f"usage: {exc}", "status": "BadInvalidArgument"})
         return EXIT_USAGE
@@ -889,6 +1219,37 @@ def main(argv: list[str] | None = None) -> int:
         else:
             emit({"ok": False, "error": error, "status": status})
         return EXIT_FAILED
+
+
+def expected_failures(args: argparse.Namespace) -> list[str] | None:
+    """The --expect-failure status names (checked against asyncua's table), or None."""
+    from asyncua import ua
+
+    if not args.expect_failure:
+        return None
+    names = [n.strip() for spec in args.expect_failure for n in spec.split(",") if n.strip()]
+    for n in names:
+        if not n.startswith("Bad") or not isinstance(getattr(ua.StatusCodes, n, None), int):
+            raise UsageError(f"--expect-failure: not a Bad status code name: {n!r}")
+    if not names:
+        raise UsageError("--expect-failure: no status name")
+    return names
+
+
+def judge_expectation(result: dict[str, Any], expected: list[str]) -> int:
+    """Adds "expected_failure" and "expectation_met" to result; EXIT_OK when met, else EXIT_FAILED.
+
+    The failures are the connect/activation failure (no "results"), or else every failed operation. The expectation
+    is met when there is at least one failure and every failure's status is in `expected`.
+    """
+    if "results" in result:
+        failures = [r.get("status") for r in result["results"] if not r.get("ok")]
+    else:
+        failures = [] if result.get("ok") else [result.get("status")]
+    met = bool(failures) and all(f in expected for f in failures)
+    result["expected_failure"] = expected
+    result["expectation_met"] = met
+    return EXIT_OK if met else EXIT_FAILED
 
 
 if __name__ == "__main__":

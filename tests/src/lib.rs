@@ -5,6 +5,8 @@
 //! when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod machine;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@ pub mod discovery;
 pub mod registry;
 pub mod services;
 pub mod session;
+pub mod standard_services;
 pub mod subscriptions;
 pub mod user_token;
 pub mod users;
@@ -58,10 +59,13 @@ use crate::transport::tcp::{connection_span, serve_connection};
 use crate::transport::uacp::Limits;
 use crate::transport::url::OpcTcpUrl;
 
+pub use address_space::{AddressSpace, AddressSpaceLimits, SharedAddressSpace};
 pub use discovery::{ApplicationInfo, Discovery};
 pub use registry::ChannelRegistry;
 pub use services::{NoSessionServices, Services, SessionServices};
 pub use session::{SessionLimits, SessionManager};
+pub use standard_services::StandardServices;
+pub use subscriptions::SubscriptionLimits;
 pub use user_token::{Authenticator, UserTokenKinds};
 pub use users::UserDatabase;
 
@@ -105,8 +109,12 @@ pub struct ServerConfig {
     pub users: Arc<UserDatabase>,
     /// The trust list of user certificates (X.509 user tokens need it).
     pub user_pki: Option<Arc<PkiStore>>,
-    /// Read, Write, Browse, Call, subscriptions...: what an activated session may ask for.
-    pub session_services: Arc<dyn SessionServices>,
+    /// The address space served (namespace 0 and the application's nodes). `None`: namespace 0 only.
+    pub address_space: Option<SharedAddressSpace>,
+    /// Subscription limits.
+    pub subscriptions: SubscriptionLimits,
+    /// Services for activated sessions of the caller's own instead of [`StandardServices`] over the address space.
+    pub session_services: Option<Arc<dyn SessionServices>>,
 }
 
 /// Builds a [`ServerConfig`] and starts the server.
@@ -144,7 +152,9 @@ impl ServerBuilder {
                 user_tokens: UserTokenKinds::default(),
                 users: Arc::new(UserDatabase::empty()),
                 user_pki: None,
-                session_services: Arc::new(NoSessionServices),
+                address_space: None,
+                subscriptions: SubscriptionLimits::default(),
+                session_services: None,
             },
         }
     }
@@ -283,9 +293,23 @@ impl ServerBuilder {
         self
     }
 
-    /// What activated sessions are served with (the address space and subscriptions).
+    /// The address space to serve, built with [`address_space::AddressSpace`]'s builder API. Without one the
+    /// server serves namespace 0 only.
+    pub fn address_space(mut self, space: SharedAddressSpace) -> Self {
+        self.config.address_space = Some(space);
+        self
+    }
+
+    /// Subscription limits.
+    pub fn subscription_limits(mut self, limits: SubscriptionLimits) -> Self {
+        self.config.subscriptions = limits;
+        self
+    }
+
+    /// Services for activated sessions of the caller's own, instead of the standard services over the address
+    /// space.
     pub fn session_services(mut self, services: Arc<dyn SessionServices>) -> Self {
-        self.config.session_services = services;
+        self.config.session_services = Some(services);
         self
     }
 
@@ -316,6 +340,7 @@ pub struct Server {
     endpoints: Vec<EndpointDescription>,
     registry: Arc<ChannelRegistry>,
     services: Services,
+    address_space: SharedAddressSpace,
     store_validator: Option<Arc<StoreValidator>>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -407,12 +432,23 @@ impl Server {
             user_pki: config.user_pki.clone(),
             identity: config.identity.clone(),
         };
+        let space = config.address_space.clone().unwrap_or_else(|| {
+            SharedAddressSpace::new(AddressSpace::new(
+                &config.application,
+                AddressSpaceLimits::default(),
+                opcua_types::DateTime::now(),
+            ))
+        });
+        let session_services: Arc<dyn SessionServices> = match &config.session_services {
+            Some(custom) => custom.clone(),
+            None => StandardServices::start(space.clone(), config.subscriptions.clone()),
+        };
         let services = Services::new(
             discovery,
             SessionManager::new(config.sessions),
             authenticator,
             config.identity.clone(),
-            config.session_services.clone(),
+            session_services,
             config.limits.max_message_size,
         );
         let mut connection = ConnectionConfig::for_urls([endpoint_url.as_str()])?;
@@ -431,6 +467,7 @@ impl Server {
             endpoints,
             registry,
             services,
+            address_space: space,
             store_validator,
             shutdown,
             task: Some(task),
@@ -455,6 +492,11 @@ impl Server {
     /// How many connections currently hold a channel id.
     pub fn live_connections(&self) -> usize {
         self.registry.live()
+    }
+
+    /// The address space served: set process values through it.
+    pub fn address_space(&self) -> &SharedAddressSpace {
+        &self.address_space
     }
 
     /// How many sessions exist (activated or not).

@@ -184,6 +184,8 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
             }
         }
     };
+    // Pending replies die with the connection; drop them first so the handler sees their receivers closed.
+    drop(pending);
     if let Some(id) = channel_id {
         handler.channel_closed(id);
     }

@@ -105,6 +105,18 @@ impl Vaultd {
         c.key(&KeySelector::Label(label.to_owned())).expect("key handle")
     }
 
+    /// The daemon's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A `vaultd:` key URI for the key labelled `label`, with the PIN in a file of the daemon's directory.
+    pub fn key_uri(&self, label: &str) -> String {
+        let pin = self.dir.path().join("pin");
+        std::fs::write(&pin, PIN).expect("pin file");
+        format!("vaultd:object={label}?socket={}&pin-source=file:{}", self.socket.display(), pin.display())
+    }
+
     /// The daemon's temporary directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -27,6 +27,7 @@
 
 pub mod access;
 pub mod address_space;
+pub mod config;
 pub mod discovery;
 pub mod registry;
 pub mod services;
@@ -326,6 +327,9 @@ impl ServerBuilder {
 
 struct Shared {
     config: ServerConfig,
+    /// The endpoints plus (None, None): discovery over an unsecured channel is always possible (Part 4 §5.5.1);
+    /// the router refuses everything but discovery on such a channel unless None is offered.
+    channel_endpoints: Vec<(SecurityPolicy, SecurityMode)>,
     validator: Arc<dyn CertificateValidator>,
     services: Services,
     connection: ConnectionConfig,
@@ -450,13 +454,24 @@ impl Server {
             config.identity.clone(),
             session_services,
             config.limits.max_message_size,
+            config.endpoints.iter().any(|(p, _)| p.is_none()),
         );
         let mut connection = ConnectionConfig::for_urls([endpoint_url.as_str()])?;
         connection.limits = config.limits;
         connection.hello_timeout = config.hello_timeout;
         let registry = ChannelRegistry::new();
-        let shared =
-            Arc::new(Shared { config, validator, services: services.clone(), connection, registry: registry.clone() });
+        let mut channel_endpoints = config.endpoints.clone();
+        if !channel_endpoints.iter().any(|(p, _)| p.is_none()) {
+            channel_endpoints.push((SecurityPolicy::None, SecurityMode::None));
+        }
+        let shared = Arc::new(Shared {
+            config,
+            channel_endpoints,
+            validator,
+            services: services.clone(),
+            connection,
+            registry: registry.clone(),
+        });
         let (shutdown, watcher) = watch::channel(false);
         let span = tracing::info_span!("opcua_server", url = %endpoint_url);
         let task = tokio::spawn(accept_loop(listener, shared, watcher).instrument(span));
@@ -549,7 +564,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                             let id = shared.registry.allocate();
                             let channel = ChannelConfig {
                                 identity: shared.config.identity.clone(),
-                                endpoints: shared.config.endpoints.clone(),
+                                endpoints: shared.channel_endpoints.clone(),
                                 deprecated: shared.config.deprecated,
                                 secure_channel_id: id.get(),
                                 min_lifetime_ms: shared.config.min_token_lifetime_ms,

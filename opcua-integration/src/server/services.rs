@@ -60,6 +60,8 @@ struct Inner {
     identity: Option<LocalIdentity>,
     services: Arc<dyn SessionServices>,
     max_message_size: u32,
+    /// Whether policy None is an endpoint; otherwise a None channel serves discovery only.
+    none_offered: bool,
 }
 
 /// Routes requests to discovery, the session manager and the session services.
@@ -105,6 +107,7 @@ impl Services {
         identity: Option<LocalIdentity>,
         services: Arc<dyn SessionServices>,
         max_message_size: u32,
+        none_offered: bool,
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
@@ -114,6 +117,7 @@ impl Services {
                 identity,
                 services,
                 max_message_size,
+                none_offered,
             }),
         }
     }
@@ -334,6 +338,11 @@ impl ServiceHandler for Services {
             ObjectId::GetEndpointsRequest_Encoding_DefaultBinary
             | ObjectId::FindServersRequest_Encoding_DefaultBinary => {
                 Reply::Ready(self.inner.discovery.answer(&body, now))
+            }
+            // A None channel to a server that offers no None endpoint exists for discovery only.
+            _ if channel.policy.is_none() && !self.inner.none_offered => {
+                let handle = codec.decode_at::<RequestHeader>(&body, at).map_or(0, |h| h.request_handle);
+                Reply::Ready(fault(&codec, handle, StatusCode::BadSecurityPolicyRejected, now))
             }
             ObjectId::CreateSessionRequest_Encoding_DefaultBinary => self.create_session(&body, at, channel, now),
             ObjectId::ActivateSessionRequest_Encoding_DefaultBinary => self.activate_session(&body, at, channel, now),

@@ -1,0 +1,385 @@
+//! The server's TOML configuration file.
+//!
+//! ```toml
+//! [server]
+//! endpoint_url = "opc.tcp://machine-a.example:4840/"
+//! bind = "0.0.0.0:4840"                 # optional; default 127.0.0.1 and the URL's port
+//! application_uri = "urn:example:machine-a"
+//! application_name = "Machine A"        # optional
+//! product_uri = "urn:certvault"         # optional
+//!
+//! [identity]
+//! # The private key never leaves its vault: a vaultd or PKCS#11 URI (RFC 7512), never a file.
+//! key = "vaultd:object=machine-a?pin-source=file:/etc/machine-a/pin"
+//! certificate = "pki/own/certs/machine-a.der"   # DER, the leaf first, issuers after
+//!
+//! [security]
+//! policies = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
+//! modes = ["SignAndEncrypt"]            # and/or "Sign"
+//! allow_none = false                    # policy None only when set
+//! pki = "pki"                           # Part 12 Annex F trust store for client certificates
+//!
+//! [users]
+//! anonymous = true                      # anonymous sessions (read-only by default)
+//! file = "users.toml"                   # enables user name tokens; see `server::users`
+//! certificates = "pki-users"            # enables X.509 user tokens: the user certificate trust list
+//!
+//! [limits]                              # all optional
+//! max_sessions = 100
+//! max_subscriptions_per_session = 100
+//! max_monitored_items_per_subscription = 10000
+//! max_message_size = 16777216
+//! max_chunk_count = 4096
+//! ```
+//! Relative paths are relative to the configuration file's folder. Unknown keys are errors, so a typo cannot
+//! silently leave a default (such as anonymous access) in place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{ServerBuilder, SessionLimits, SubscriptionLimits, UserDatabase, UserTokenKinds};
+use crate::channel::policy::{SecurityMode, SecurityPolicy};
+use crate::pki::PkiStore;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// Not TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// The users file.
+    #[error(transparent)]
+    Users(#[from] super::users::UsersError),
+    /// A PKI folder.
+    #[error("PKI store {path}: {message}")]
+    Pki {
+        /// The folder.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The vault key.
+    #[error("vault key {uri}: {source}")]
+    Vault {
+        /// The key URI, PIN redacted.
+        uri: String,
+        /// What the vault said.
+        source: certvault::VaultError,
+    },
+    /// The server identity (certificate and key) does not fit.
+    #[error("identity: {0}")]
+    Identity(#[from] crate::Error),
+}
+
+/// The parsed configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where and who the server is.
+    pub server: ServerSection,
+    /// Certificate and vault key.
+    pub identity: IdentitySection,
+    /// Endpoints and the client trust store.
+    pub security: SecuritySection,
+    /// User tokens.
+    #[serde(default)]
+    pub users: UsersSection,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(skip)]
+    base: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// The URL clients use.
+    pub endpoint_url: String,
+    /// Where to listen.
+    #[serde(default)]
+    pub bind: Option<SocketAddr>,
+    /// The ApplicationUri (also in the certificate).
+    pub application_uri: String,
+    /// The application name.
+    #[serde(default)]
+    pub application_name: Option<String>,
+    /// The ProductUri.
+    #[serde(default)]
+    pub product_uri: Option<String>,
+}
+
+/// `[identity]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// The key URI (`vaultd:` or `pkcs11:`).
+    pub key: String,
+    /// The certificate chain file (DER).
+    pub certificate: PathBuf,
+}
+
+/// `[security]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Policy names (`Basic256Sha256`, ...) or URIs.
+    pub policies: Vec<String>,
+    /// `Sign` and/or `SignAndEncrypt`.
+    pub modes: Vec<String>,
+    /// Also offer policy None.
+    #[serde(default)]
+    pub allow_none: bool,
+    /// The client trust store folder.
+    pub pki: PathBuf,
+}
+
+/// `[users]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSection {
+    /// Anonymous sessions.
+    #[serde(default = "yes")]
+    pub anonymous: bool,
+    /// The users file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The user certificate trust list folder.
+    #[serde(default)]
+    pub certificates: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UsersSection {
+    fn default() -> Self {
+        UsersSection { anonymous: true, file: None, certificates: None }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Sessions at once.
+    pub max_sessions: Option<usize>,
+    /// Subscriptions per session.
+    pub max_subscriptions_per_session: Option<usize>,
+    /// Monitored items per subscription.
+    pub max_monitored_items_per_subscription: Option<usize>,
+    /// Largest message.
+    pub max_message_size: Option<u32>,
+    /// Most chunks per message.
+    pub max_chunk_count: Option<u32>,
+}
+
+/// A policy by name (`Basic256Sha256`) or URI.
+pub fn parse_policy(name: &str) -> Result<SecurityPolicy, ConfigError> {
+    SecurityPolicy::ALL
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(name) || p.uri() == name)
+        .ok_or_else(|| ConfigError::Invalid(format!("unknown security policy {name:?}")))
+}
+
+/// A mode by name.
+pub fn parse_mode(name: &str) -> Result<SecurityMode, ConfigError> {
+    match name.to_ascii_lowercase().as_str() {
+        "sign" => Ok(SecurityMode::Sign),
+        "signandencrypt" | "sign_and_encrypt" => Ok(SecurityMode::SignAndEncrypt),
+        "none" => Err(ConfigError::Invalid("mode None comes with allow_none = true, not in modes".into())),
+        _ => Err(ConfigError::Invalid(format!("unknown security mode {name:?}"))),
+    }
+}
+
+impl ConfigFile {
+    /// Reads and checks a configuration file (nothing is opened yet).
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    /// Parses configuration text whose relative paths are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<ConfigFile, ConfigError> {
+        let mut config: ConfigFile = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        config.base = base.to_path_buf();
+        config.endpoints()?;
+        config
+            .identity
+            .key
+            .parse::<certvault::uri::KeyUri>()
+            .map_err(|source| ConfigError::Vault { uri: "[identity] key".into(), source })?;
+        Ok(config)
+    }
+
+    /// `path` relative to the configuration file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    /// The (policy, mode) pairs: every policy with every mode.
+    pub fn endpoints(&self) -> Result<Vec<(SecurityPolicy, SecurityMode)>, ConfigError> {
+        let mut out = Vec::new();
+        for name in &self.security.policies {
+            let policy = parse_policy(name)?;
+            if policy.is_none() {
+                return Err(ConfigError::Invalid("policy None comes with allow_none = true, not in policies".into()));
+            }
+            for mode in &self.security.modes {
+                out.push((policy, parse_mode(mode)?));
+            }
+        }
+        if out.is_empty() && !self.security.allow_none {
+            return Err(ConfigError::Invalid("no endpoints: give [security] policies and modes".into()));
+        }
+        Ok(out)
+    }
+
+    /// Opens what the configuration names (the vault key, the certificate, the trust stores, the users file) and
+    /// returns a builder ready to start. Blocking: it talks to the vault.
+    pub fn builder(&self) -> Result<ServerBuilder, ConfigError> {
+        let uri: certvault::uri::KeyUri =
+            self.identity.key.parse().map_err(|source| ConfigError::Vault { uri: "[identity] key".into(), source })?;
+        let key =
+            certvault::store::open_key(&uri).map_err(|source| ConfigError::Vault { uri: redacted(&uri), source })?;
+        let cert_path = self.resolve(&self.identity.certificate);
+        let chain = std::fs::read(&cert_path).map_err(|source| ConfigError::Io { path: cert_path, source })?;
+        let mut builder = ServerBuilder::new(self.server.endpoint_url.clone())
+            .application_uri(self.server.application_uri.clone())
+            .identity(key, chain)?;
+        if let Some(name) = &self.server.application_name {
+            builder = builder.application_name(name.clone());
+        }
+        if let Some(uri) = &self.server.product_uri {
+            builder = builder.product_uri(uri.clone());
+        }
+        if let Some(bind) = self.server.bind {
+            builder = builder.bind(bind);
+        }
+        for (policy, mode) in self.endpoints()? {
+            builder = builder.endpoint(policy, mode);
+        }
+        if self.security.allow_none {
+            builder = builder.allow_security_none();
+        }
+        builder = builder.pki(open_store(&self.resolve(&self.security.pki))?);
+        if let Some(file) = &self.users.file {
+            builder = builder.users(UserDatabase::load(&self.resolve(file))?);
+        }
+        if let Some(dir) = &self.users.certificates {
+            builder = builder.user_pki(open_store(&self.resolve(dir))?);
+        }
+        let mut kinds = builder.config().user_tokens;
+        kinds.anonymous = self.users.anonymous;
+        builder = builder.user_tokens(UserTokenKinds { ..kinds });
+        let mut sessions = SessionLimits::default();
+        if let Some(n) = self.limits.max_sessions {
+            sessions.max_sessions = n;
+        }
+        let mut subscriptions = SubscriptionLimits::default();
+        if let Some(n) = self.limits.max_subscriptions_per_session {
+            subscriptions.max_subscriptions_per_session = n;
+        }
+        if let Some(n) = self.limits.max_monitored_items_per_subscription {
+            subscriptions.max_monitored_items_per_subscription = n;
+        }
+        let mut limits = builder.config().limits;
+        if let Some(n) = self.limits.max_message_size {
+            limits.max_message_size = n;
+        }
+        if let Some(n) = self.limits.max_chunk_count {
+            limits.max_chunk_count = n;
+        }
+        Ok(builder.session_limits(sessions).subscription_limits(subscriptions).limits(limits))
+    }
+}
+
+fn redacted(uri: &certvault::uri::KeyUri) -> String {
+    match uri {
+        certvault::uri::KeyUri::Pkcs11(p) => p.to_string_redacted(),
+        certvault::uri::KeyUri::Vaultd(v) => v.to_string(),
+    }
+}
+
+fn open_store(path: &Path) -> Result<Arc<PkiStore>, ConfigError> {
+    PkiStore::create_or_open(path)
+        .map(Arc::new)
+        .map_err(|e| ConfigError::Pki { path: path.to_path_buf(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+endpoint_url = "opc.tcp://localhost:4840/"
+application_uri = "urn:test"
+
+[identity]
+key = "vaultd:object=machine-a"
+certificate = "own.der"
+
+[security]
+policies = ["Basic256Sha256", "http://opcfoundation.org/UA/SecurityPolicy#Aes256_Sha256_RsaPss"]
+modes = ["Sign", "SignAndEncrypt"]
+pki = "pki"
+
+[users]
+anonymous = false
+"#;
+
+    #[test]
+    fn parses_and_resolves() {
+        let config = ConfigFile::parse(GOOD, Path::new("/etc/a")).unwrap();
+        assert_eq!(config.endpoints().unwrap().len(), 4);
+        assert_eq!(config.resolve(&config.security.pki), PathBuf::from("/etc/a/pki"));
+        assert!(!config.users.anonymous);
+        assert!(!config.security.allow_none);
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        for (from, to) in [
+            ("Basic256Sha256\"", "Basic512\""),
+            ("\"Sign\"", "\"None\""),
+            ("anonymous = false", "anonymus = false"),
+            ("vaultd:object=machine-a", "file:/etc/key.pem"),
+        ] {
+            let text = GOOD.replacen(from, to, 1);
+            assert!(ConfigFile::parse(&text, Path::new(".")).is_err(), "{to} must be refused");
+        }
+        let none = GOOD.replacen("\"Basic256Sha256\"", "\"None\"", 1);
+        assert!(ConfigFile::parse(&none, Path::new(".")).is_err(), "None belongs to allow_none");
+    }
+}

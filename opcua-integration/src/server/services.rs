@@ -324,7 +324,18 @@ fn check_activation(
             StatusCode::BadApplicationSignatureInvalid
         })?;
     }
-    inner.authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)
+    let mut principal =
+        inner.authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)?;
+    let token = &request.user_identity_token;
+    if token.is_null() || token.inner_is::<opcua_types::AnonymousIdentityToken>() {
+        // Anonymous sessions are "the same user" only from the same client application (Part 4 §5.13.7,
+        // TransferSubscriptions; §5.7.3, reactivation): name them after the client certificate.
+        if let Some(client) = &activation.client_certificate {
+            let hex: String = client.thumbprint().iter().map(|b| format!("{b:02x}")).collect();
+            principal.name = format!("anonymous/{hex}");
+        }
+    }
+    Ok(principal)
 }
 
 impl ServiceHandler for Services {

@@ -31,6 +31,9 @@ pub const OPERATOR: &str = "operator";
 pub const OPERATOR_PASSWORD: &str = "s3cret-operator";
 /// The common name of the trusted X.509 user (mapped to the operator role).
 pub const CERT_USER: &str = "Line operator";
+/// A second X.509 user common name mapped to the operator role, for user certificates made by a peer (e.g. the
+/// Python peer's `gen-user-cert --name peer-operator`); trust such a certificate through [`MachineServer::user_pki`].
+pub const PEER_CERT_USER: &str = "peer-operator";
 
 /// The NodeIds of the test namespace.
 #[derive(Clone, Debug)]
@@ -112,6 +115,8 @@ pub struct MachineServer {
     pub pki: Arc<PkiStore>,
     /// The X.509 user identity (certificate trusted, key in the vaultd).
     pub cert_user: LocalIdentity,
+    /// The user trust store: trust further user certificates here (read again on every check).
+    pub user_pki: Arc<PkiStore>,
     /// The address space, to change values from the test.
     pub space: SharedAddressSpace,
     counter: JoinHandle<()>,
@@ -152,6 +157,7 @@ impl MachineServer {
         // Tests run in debug builds; the default cost is for production. The PHC string carries its cost.
         users.add_hashed(OPERATOR.into(), cheap_hash(OPERATOR_PASSWORD), UserRole::Operator).expect("operator");
         users.map_certificate_common_name(CERT_USER, UserRole::Operator);
+        users.map_certificate_common_name(PEER_CERT_USER, UserRole::Operator);
         let info = ApplicationInfo {
             application_uri: MACHINE_URI.into(),
             product_uri: "urn:certvault".into(),
@@ -168,7 +174,7 @@ impl MachineServer {
             .allow_security_none()
             .pki(pki.clone())
             .users(users)
-            .user_pki(user_pki)
+            .user_pki(user_pki.clone())
             .address_space(space.clone());
         let server = customize(builder).start().await.expect("server");
         let counter = {
@@ -186,7 +192,7 @@ impl MachineServer {
                 }
             })
         };
-        MachineServer { server, certificate, nodes, pki, cert_user, space, counter, _dir: dir }
+        MachineServer { server, certificate, nodes, pki, cert_user, user_pki, space, counter, _dir: dir }
     }
 }
 

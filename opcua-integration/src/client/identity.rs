@@ -14,8 +14,8 @@ use std::fmt;
 
 use certvault::SharedKey;
 use opcua_types::{
-    AnonymousIdentityToken, ByteString, EndpointDescription, ExtensionObject, SignatureData, UAString,
-    UserNameIdentityToken, UserTokenPolicy, UserTokenType, X509IdentityToken,
+    AnonymousIdentityToken, ByteString, EndpointDescription, ExtensionObject, MessageSecurityMode, SignatureData,
+    UAString, UserNameIdentityToken, UserTokenPolicy, UserTokenType, X509IdentityToken,
 };
 use zeroize::Zeroizing;
 
@@ -133,11 +133,15 @@ pub(crate) fn build_token(identity: &UserIdentity, ctx: &TokenContext<'_>) -> Re
         UserIdentity::Anonymous => Ok((ExtensionObject::from_message(AnonymousIdentityToken { policy_id }), empty)),
         UserIdentity::UserName { user, password } => {
             let security = token_security_policy(policy, ctx.channel_policy, ctx.deprecated)?;
+            // A token policy of None inside a SignAndEncrypt channel (what asyncua and others offer) is protected by
+            // the channel's encryption; only where the channel does not encrypt would the password be readable.
+            let channel_encrypts =
+                ctx.endpoint.security_mode == MessageSecurityMode::SignAndEncrypt && !ctx.channel_policy.is_none();
             let sealed = match (security.is_none(), ctx.server_certificate) {
-                (true, _) if !ctx.allow_unencrypted_password => {
+                (true, _) if !channel_encrypts && !ctx.allow_unencrypted_password => {
                     return Err(Error::IdentityTokenRejected(
-                        "the password would travel unencrypted (token and channel policy None); allow it explicitly \
-                         with SessionOptions::allow_unencrypted_password"
+                        "the password would travel unencrypted (token policy None, channel not encrypted); allow it \
+                         explicitly with SessionOptions::allow_unencrypted_password"
                             .into(),
                     ))
                 }
@@ -184,7 +188,6 @@ pub(crate) fn build_token(identity: &UserIdentity, ctx: &TokenContext<'_>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opcua_types::MessageSecurityMode;
 
     fn policy(id: &str, kind: UserTokenType, uri: &str) -> UserTokenPolicy {
         UserTokenPolicy {
@@ -257,5 +260,35 @@ mod tests {
         assert_eq!(token.password.value.as_deref(), Some(&b"secret"[..]));
         assert!(token.encryption_algorithm.is_null());
         assert!(signature.signature.is_null());
+    }
+
+    /// asyncua offers a UserName token policy with securityPolicyUri None on its SignAndEncrypt endpoints: the
+    /// channel encrypts the password, so no opt-in is needed; over a Sign channel it would travel readable.
+    #[test]
+    fn a_none_token_policy_inside_an_encrypting_channel_needs_no_opt_in() {
+        let mut e = endpoint();
+        e.user_identity_tokens = Some(vec![policy("username", UserTokenType::UserName, SecurityPolicy::None.uri())]);
+        let mut ctx = TokenContext {
+            endpoint: &e,
+            channel_policy: SecurityPolicy::Basic256Sha256,
+            server_certificate: None,
+            server_nonce: &[],
+            deprecated: DeprecatedPolicies::Reject,
+            allow_unencrypted_password: false,
+        };
+        let user = UserIdentity::user_name("u", "secret");
+        let (token, _) = build_token(&user, &ctx).unwrap();
+        let token = token.inner_as::<UserNameIdentityToken>().unwrap();
+        assert_eq!(token.password.value.as_deref(), Some(&b"secret"[..]));
+        assert!(token.encryption_algorithm.is_null());
+
+        let signed_only = EndpointDescription { security_mode: MessageSecurityMode::Sign, ..e.clone() };
+        ctx.endpoint = &signed_only;
+        assert_eq!(
+            build_token(&user, &ctx).unwrap_err().status_code(),
+            opcua_types::StatusCode::BadIdentityTokenRejected
+        );
+        ctx.allow_unencrypted_password = true;
+        assert!(build_token(&user, &ctx).is_ok());
     }
 }

@@ -86,7 +86,8 @@ pub struct SessionOptions {
     /// Whether a UserTokenPolicy may name Basic128Rsa15 or Basic256 (some servers, async-opcua among them, sign
     /// X.509 user tokens with Basic128Rsa15's RSA-SHA1).
     pub deprecated_user_token_policies: DeprecatedPolicies,
-    /// Whether a password may be sent unencrypted when both the token policy and the channel are None.
+    /// Whether a password may be sent unencrypted when the token policy is None and the channel does not encrypt
+    /// (policy None, or mode Sign). Inside a SignAndEncrypt channel a None token policy needs no opt-in.
     pub allow_unencrypted_password: bool,
 }
 

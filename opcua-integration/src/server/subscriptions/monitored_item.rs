@@ -171,9 +171,11 @@ impl MonitoredItem {
         self.enqueue(value, stamp);
     }
 
-    /// Queues the last value again (TransferSubscriptions with sendInitialValues).
+    /// Queues the last value again (TransferSubscriptions with sendInitialValues), unless values still wait in
+    /// the queue: the newest of them is the last value, and it goes out with the next Publish anyway. Queueing it
+    /// twice would report a change that never happened.
     pub fn requeue_last(&mut self, stamp: &mut u64) {
-        if self.mode != MonitoringMode::Reporting {
+        if self.mode != MonitoringMode::Reporting || !self.queue.is_empty() {
             return;
         }
         if let Some(last) = self.last.clone() {
@@ -320,6 +322,17 @@ mod tests {
         let mut it = item(1, true);
         offer_all(&mut it, &[1, 2, 3]);
         assert_eq!(values(&mut it), vec![(3, false)]);
+    }
+
+    #[test]
+    fn requeueing_the_last_value_never_duplicates_a_queued_one() {
+        let mut it = item(5, true);
+        let mut stamp = 10;
+        offer_all(&mut it, &[1, 2]);
+        it.requeue_last(&mut stamp);
+        assert_eq!(values(&mut it), vec![(1, false), (2, false)], "2 waits already: no second 2");
+        it.requeue_last(&mut stamp);
+        assert_eq!(values(&mut it), vec![(2, false)], "an empty queue gets the current value again");
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! Our client against our server, end to end over real sockets, with every private key in a real vaultd: the
+//! server's application key, the client's application key and the X.509 user's key.
+//!
+//! - every policy x mode x user token (anonymous, user name, X.509) reads, writes, browses, calls and receives three
+//!   data changes; anonymous sessions are refused the write and the call (BadUserAccessDenied);
+//! - discovery over None picks the strongest endpoint, Aes256_Sha256_RsaPss with SignAndEncrypt;
+//! - a dropped TCP connection (through a proxy): the same session is activated on a new channel and the
+//!   subscription stream goes on;
+//! - a client that stops its keep-alives loses its session at the server's timeout, while one that keeps them
+//!   does not;
+//! - TransferSubscriptions moves a subscription to a new session after the old session's channel died, and
+//!   another user may not take it.
+//!
+//! Run with `--nocapture` to see the matrix.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certvault_opcua::channel::asymmetric::LocalIdentity;
+use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+use certvault_opcua::client::{
+    ClientOptions, ConnectionState, DataChange, EndpointFilter, MonitoredItemSpec, ReconnectPolicy, Session,
+    SessionOptions, SubscriptionParams, SubscriptionSettings, SubscriptionStream, UserIdentity,
+};
+use certvault_opcua::server::SessionLimits;
+use certvault_tests::machine::{MachineServer, OPERATOR, OPERATOR_PASSWORD};
+use certvault_tests::{identity, init_tracing, matrix_cases, Matrix, Vaultd, STEP_TIMEOUT};
+use futures_util::StreamExt;
+use opcua_types::{
+    DataChangeNotification, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters,
+    ReadValueId, StatusCode, TimestampsToReturn, Variant,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const OUR_CLIENT_URI: &str = "urn:certvault:test:client";
+/// Sessions of the matrix at a time.
+const SESSIONS_AT_ONCE: usize = 4;
+
+/// The machine server and a client identity it trusts, all keys in one vaultd.
+struct Fixture {
+    server: MachineServer,
+    app: LocalIdentity,
+    _vaultd: Vaultd,
+}
+
+impl Fixture {
+    async fn start(
+        customize: impl FnOnce(certvault_opcua::server::ServerBuilder) -> certvault_opcua::server::ServerBuilder,
+    ) -> Fixture {
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let server = MachineServer::start(&vaultd, 1024, customize).await;
+        let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
+        server.pki.trust(app.certificate()).expect("trust our client");
+        Fixture { server, app, _vaultd: vaultd }
+    }
+
+    fn options(&self, policy: SecurityPolicy, mode: SecurityMode, user: UserIdentity) -> SessionOptions {
+        let mut channel = ClientOptions::new(policy, mode);
+        channel.timeout = Duration::from_secs(20);
+        if !policy.is_none() {
+            channel.identity = Some(self.app.clone());
+            channel.server_certificate = Some(self.server.certificate.clone());
+        }
+        let mut options = SessionOptions::new(channel);
+        options.identity = user;
+        options.application_uri = Some(OUR_CLIENT_URI.into());
+        options.reconnect = ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_attempts: None,
+        };
+        options
+    }
+
+    fn users(&self) -> Vec<(&'static str, UserIdentity)> {
+        vec![
+            ("anonymous", UserIdentity::Anonymous),
+            ("username", UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD)),
+            (
+                "x509",
+                UserIdentity::x509(self.server.cert_user.certificate().to_vec(), self.server.cert_user.key().clone()),
+            ),
+        ]
+    }
+}
+
+fn fast_subscription() -> SubscriptionParams {
+    SubscriptionParams {
+        publishing_interval: Duration::from_millis(100),
+        max_keep_alive_count: 10,
+        lifetime_count: 300,
+        ..Default::default()
+    }
+}
+
+async fn next_changes(stream: &mut SubscriptionStream, n: usize, within: Duration) -> Result<Vec<DataChange>, String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(change)) => got.push(change),
+            Ok(None) => return Err(format!("the stream ended after {} changes", got.len())),
+            Err(_) => return Err(format!("{} of {n} data changes in {within:?}", got.len())),
+        }
+    }
+    Ok(got)
+}
+
+fn counter_values(changes: &[DataChange]) -> Vec<i64> {
+    changes
+        .iter()
+        .filter_map(|c| match c.value.value {
+            Some(Variant::Int64(v)) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+fn increasing(values: &[i64], n: usize) -> bool {
+    values.len() == n && values.windows(2).all(|w| w[1] > w[0])
+}
+
+/// One session: read, write + read back (under `setpoint`: cells run at once), browse, call, three data changes.
+/// Anonymous sessions must be refused the write and the call with BadUserAccessDenied.
+async fn exercise(
+    fixture: &Fixture,
+    options: SessionOptions,
+    operator: bool,
+    seed: f64,
+    setpoint: &tokio::sync::Mutex<()>,
+) -> Result<String, String> {
+    let e = |what: &'static str| move |err: certvault_opcua::Error| format!("{what}: {err} ({})", err.status_code());
+    let nodes = &fixture.server.nodes;
+    let session = Session::connect(fixture.server.endpoint_url(), options).await.map_err(e("connect"))?;
+    let mut done = Vec::new();
+    let value = session.read_value(&nodes.setpoint).await.map_err(e("read"))?;
+    if !matches!(value, Variant::Double(_)) {
+        return Err(format!("Setpoint is {value:?}"));
+    }
+    {
+        let _guard = setpoint.lock().await;
+        let written = session.write_value(&nodes.setpoint, seed).await;
+        match (operator, written) {
+            (true, Ok(())) => {
+                let back = session.read_value(&nodes.setpoint).await.map_err(e("read back"))?;
+                if back != Variant::Double(seed) {
+                    return Err(format!("read back {back:?}, wrote {seed}"));
+                }
+                done.push("read/write".to_owned());
+            }
+            (false, Err(err)) if err.status_code() == StatusCode::BadUserAccessDenied => {
+                done.push("read, write BadUserAccessDenied (expected)".to_owned())
+            }
+            (_, other) => {
+                return Err(format!("write as {}: {other:?}", if operator { "operator" } else { "anonymous" }))
+            }
+        }
+    }
+    let children = session.browse_children(&nodes.machine).await.map_err(e("browse"))?;
+    let mut names: Vec<String> = children.iter().map(|r| r.browse_name.name.as_ref().to_owned()).collect();
+    names.sort();
+    if names != ["Add", "Blob", "Counter", "Setpoint"] {
+        return Err(format!("browse found {names:?}"));
+    }
+    done.push("browse".to_owned());
+    let sum = session.call_method(&nodes.machine, &nodes.add, vec![Variant::Double(1.25), Variant::Double(2.0)]).await;
+    match (operator, sum) {
+        (true, Ok(sum)) if sum == [Variant::Double(3.25)] => done.push("call".to_owned()),
+        (false, Err(err)) if err.status_code() == StatusCode::BadUserAccessDenied => {
+            done.push("call BadUserAccessDenied (expected)".to_owned())
+        }
+        (_, other) => return Err(format!("Add(1.25, 2): {other:?}")),
+    }
+    let mut stream = session
+        .subscribe(fast_subscription(), vec![MonitoredItemSpec::value(nodes.counter.clone())])
+        .await
+        .map_err(e("subscribe"))?;
+    let values = counter_values(&next_changes(&mut stream, 3, Duration::from_secs(15)).await?);
+    if !increasing(&values, 3) {
+        return Err(format!("Counter changes {values:?}"));
+    }
+    drop(stream);
+    session.close().await.map_err(e("close"))?;
+    Ok(format!("{}, changes {values:?}", done.join(", ")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_every_policy_mode_and_token() {
+    init_tracing();
+    let fixture = Fixture::start(|b| b).await;
+    let mut cells = Vec::new();
+    for (policy, mode) in matrix_cases() {
+        for (token, user) in fixture.users() {
+            cells.push((policy, mode, token, fixture.options(policy, mode, user)));
+        }
+    }
+    let started = std::time::Instant::now();
+    let lock = tokio::sync::Mutex::new(());
+    let (fixture_ref, lock_ref) = (&fixture, &lock);
+    let outcomes: Vec<_> = futures_util::stream::iter(cells.into_iter().enumerate().map(
+        |(i, (policy, mode, token, options))| async move {
+            let run = exercise(fixture_ref, options, token != "anonymous", 10.5 + i as f64, lock_ref);
+            let outcome = tokio::time::timeout(STEP_TIMEOUT, run).await.unwrap_or_else(|_| Err("timed out".into()));
+            (policy, mode, token, outcome)
+        },
+    ))
+    .buffered(SESSIONS_AT_ONCE)
+    .collect()
+    .await;
+    let mut matrix = Matrix::default();
+    for (policy, mode, token, outcome) in outcomes {
+        matrix.record(policy, mode, &format!("certvault -> certvault, {token}"), outcome);
+    }
+    matrix.print(&format!(
+        "certvault client -> certvault server (server, client and user keys in vaultd) ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    ));
+    assert!(matrix.failures().is_empty(), "failed cases: {:#?}", matrix.failures());
+    assert_eq!(fixture.server.session_count(), 0, "every session was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_discovery_picks_the_strongest_endpoint() {
+    init_tracing();
+    let fixture = Fixture::start(|b| b).await;
+    let mut options =
+        fixture.options(SecurityPolicy::None, SecurityMode::None, UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD));
+    options.channel.identity = Some(fixture.app.clone());
+    options.discovery = Some(EndpointFilter::secure());
+    let session = Session::connect(fixture.server.endpoint_url(), options).await.expect("discover and connect");
+    let endpoint = session.endpoint().clone();
+    println!(
+        "\ndiscovery chose {} {:?} (securityLevel {})",
+        endpoint.security_policy_uri.as_ref(),
+        endpoint.security_mode,
+        endpoint.security_level
+    );
+    assert_eq!(session.security_policy(), SecurityPolicy::Aes256Sha256RsaPss);
+    assert_eq!(endpoint.security_mode, MessageSecurityMode::SignAndEncrypt);
+    session.write_value(&fixture.server.nodes.setpoint, 7.0f64).await.expect("write over the chosen endpoint");
+    session.close().await.expect("close");
+}
+
+/// A TCP proxy whose connections a test can cut.
+struct Proxy {
+    port: u16,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(backend: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let c = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(backend).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().expect("lock").push(task);
+            }
+        });
+        Proxy { port, connections, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/", self.port)
+    }
+
+    /// Cuts every open connection: both sockets close, as when a network path dies.
+    fn cut(&self) {
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+// The binding ends the borrow of the receiver before it drops (edition 2021 drops tail temporaries last).
+#[allow(clippy::let_and_return)]
+async fn wait_state(session: &Session, wanted: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
+    let mut state = session.state();
+    let reached = tokio::time::timeout(STEP_TIMEOUT, state.wait_for(|s| wanted(s))).await;
+    let reached = reached.expect("state in time").expect("state channel").clone();
+    reached
+}
+
+/// Polls a condition of the server that no event reports (its session table, its connections), bounded.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let polled = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !condition() {
+            tick.tick().await;
+        }
+    };
+    tokio::time::timeout(STEP_TIMEOUT, polled).await.unwrap_or_else(|_| panic!("{what} within {STEP_TIMEOUT:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_reconnect_reactivates_the_same_session() {
+    init_tracing();
+    let fixture = Fixture::start(|b| b).await;
+    let proxy = Proxy::start(fixture.server.local_addr()).await;
+    let user = fixture.users().pop().expect("x509").1;
+    let options = fixture.options(SecurityPolicy::Aes256Sha256RsaPss, SecurityMode::SignAndEncrypt, user);
+    let session = Session::connect(&proxy.url(), options).await.expect("connect through the proxy");
+    let first_session = session.session_id();
+    let first_channel = session.channel().channel_state().secure_channel_id;
+    let mut stream = session
+        .subscribe(fast_subscription(), vec![MonitoredItemSpec::value(fixture.server.nodes.counter.clone())])
+        .await
+        .expect("subscribe");
+    let before = counter_values(&next_changes(&mut stream, 3, Duration::from_secs(10)).await.expect("changes before"));
+
+    proxy.cut();
+    let state = wait_state(&session, |s| matches!(s, ConnectionState::Reconnecting { .. })).await;
+    wait_state(&session, |s| *s == ConnectionState::Connected).await;
+    let after = counter_values(&next_changes(&mut stream, 3, Duration::from_secs(15)).await.expect("changes after"));
+    let second_channel = session.channel().channel_state().secure_channel_id;
+    println!(
+        "\nreconnect: {state:?}; session {first_session} kept; channel {first_channel} -> {second_channel}; stream \
+         {before:?} -> {after:?}"
+    );
+    assert_eq!(session.session_id(), first_session, "the same session is re-activated");
+    assert_ne!(second_channel, first_channel, "on a new channel");
+    assert_eq!(fixture.server.session_count(), 1, "no second session was created");
+    assert!(increasing(&before, 3) && increasing(&after, 3) && after[0] > before[2], "{before:?} -> {after:?}");
+    session.write_value(&fixture.server.nodes.setpoint, 3.25f64).await.expect("services after the reconnect");
+    drop(stream);
+    session.close().await.expect("close");
+    assert_eq!(fixture.server.session_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_time_out_without_keep_alive() {
+    init_tracing();
+    let limits = SessionLimits { min_timeout: Duration::from_millis(500), ..SessionLimits::default() };
+    let fixture = Fixture::start(|b| b.session_limits(limits)).await;
+    let (policy, mode) = (SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
+    let connect = |keep_alive: bool| {
+        let mut options = fixture.options(policy, mode, UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD));
+        options.session_timeout = Duration::from_millis(1500);
+        if !keep_alive {
+            options.keep_alive_interval = Some(Duration::from_secs(3600));
+        }
+        Session::connect(fixture.server.endpoint_url(), options)
+    };
+    let kept = connect(true).await.expect("connect (keep-alive)");
+    let silent = connect(false).await.expect("connect (no keep-alive)");
+    let revised = silent.revised_timeout();
+    assert_eq!(revised, Duration::from_millis(1500));
+    let (kept_id, silent_id) = (kept.session_id(), silent.session_id());
+
+    // The silent one expires at the server; the other one, idle as long, keeps reading CurrentTime.
+    until("the silent session expires", || fixture.server.session_count() == 1).await;
+    tokio::time::sleep(revised * 2).await; // idle for two more timeouts: the kept session must survive them
+    assert_eq!(fixture.server.session_count(), 1, "the session with keep-alives survives");
+    kept.read_value(&fixture.server.nodes.setpoint).await.expect("the kept session still works");
+    assert_eq!(kept.session_id(), kept_id);
+
+    let err = silent.read_value(&fixture.server.nodes.setpoint).await.expect_err("the silent session is gone");
+    assert_eq!(err.status_code(), StatusCode::BadSessionIdInvalid, "{err}");
+    wait_state(&silent, |s| *s == ConnectionState::Connected).await;
+    silent.read_value(&fixture.server.nodes.setpoint).await.expect("a new session took over");
+    assert_ne!(silent.session_id(), silent_id);
+    println!(
+        "\nsession timeout {revised:?}: without keep-alive the server dropped the session ({}), a new one took over; \
+         with keep-alive the session lived on",
+        err.status_code()
+    );
+    kept.close().await.expect("close");
+    silent.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_transfer_subscriptions_after_the_channel_died() {
+    init_tracing();
+    let fixture = Fixture::start(|b| b).await;
+    let nodes = fixture.server.nodes.clone();
+    let (policy, mode) = (SecurityPolicy::Aes128Sha256RsaOaep, SecurityMode::SignAndEncrypt);
+    let operator = || fixture.options(policy, mode, UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD));
+    let old = Session::connect(fixture.server.endpoint_url(), operator()).await.expect("old session");
+    let settings = SubscriptionSettings {
+        publishing_interval: Duration::from_millis(100),
+        lifetime_count: 600,
+        max_keep_alive_count: 10,
+        ..Default::default()
+    };
+    let id = old.create_subscription(&settings, true).await.expect("create subscription").subscription_id;
+    let items = old
+        .create_monitored_items(
+            id,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(nodes.counter.clone()),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: 42,
+                    sampling_interval: 100.0,
+                    queue_size: 10,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            }],
+        )
+        .await
+        .expect("monitored item");
+    assert!(items[0].status_code.is_good());
+
+    // The old session's channel dies and its client is gone: nobody re-activates it.
+    let connections = fixture.server.live_connections();
+    let channel = old.channel();
+    drop(old);
+    channel.abort();
+    drop(channel);
+    until("the server sees the channel close", || fixture.server.live_connections() < connections).await;
+    assert_eq!(fixture.server.session_count(), 1, "the orphaned session waits for its timeout");
+
+    // Another user may not take the subscription.
+    let stranger =
+        Session::connect(fixture.server.endpoint_url(), fixture.options(policy, mode, UserIdentity::Anonymous))
+            .await
+            .expect("anonymous session");
+    let refused = stranger.transfer_subscriptions(vec![id], true).await.expect("TransferSubscriptions answered");
+    assert_eq!(refused[0].status_code, StatusCode::BadUserAccessDenied, "{refused:?}");
+    stranger.close().await.expect("close");
+
+    // The same user takes it in a new session and gets its data changes (the current value first).
+    let new = Session::connect(fixture.server.endpoint_url(), operator()).await.expect("new session");
+    let moved = new.transfer_subscriptions(vec![id], true).await.expect("TransferSubscriptions");
+    assert_eq!(moved[0].status_code, StatusCode::Good, "{moved:?}");
+    let mut values = Vec::new();
+    let mut acks = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while values.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "3 data changes after the transfer, got {values:?}");
+        let response = new.publish(std::mem::take(&mut acks), Duration::from_secs(5)).await.expect("publish");
+        assert_eq!(response.subscription_id, id);
+        let message = response.notification_message;
+        if message.notification_data.as_ref().is_some_and(|d| !d.is_empty()) {
+            acks.push(opcua_types::SubscriptionAcknowledgement {
+                subscription_id: id,
+                sequence_number: message.sequence_number,
+            });
+        }
+        for data in message.notification_data.iter().flatten() {
+            if let Some(change) = data.inner_as::<DataChangeNotification>() {
+                for item in change.monitored_items.iter().flatten() {
+                    assert_eq!(item.client_handle, 42);
+                    if let Some(Variant::Int64(v)) = item.value.value {
+                        values.push(v);
+                    }
+                }
+            }
+        }
+    }
+    println!("\nTransferSubscriptions after the channel died: {moved:?}; anonymous refused; data changes {values:?}");
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
+    new.close().await.expect("close");
+}

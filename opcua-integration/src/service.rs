@@ -3,20 +3,61 @@
 
 use std::io::Cursor;
 
-use opcua_types::{BinaryDecodable, BinaryEncodable, ContextOwned, NodeId, ObjectId, RequestHeader, ServiceFault};
+use opcua_types::{
+    BinaryDecodable, BinaryEncodable, ContextOwned, DateTime, NodeId, ObjectId, RequestHeader, ResponseHeader,
+    ServiceFault, StatusCode,
+};
 
 use crate::error::{Error, Result};
 
+/// Most elements of one array in a body. async-opcua's default (1000) equals the usual operation limits (Part 5
+/// MaxNodesPerRead etc.), so a Read of 1001 nodes failed to decode (BadDecodingError) before the server could
+/// answer BadTooManyOperations as Part 4 names, and a client could not decode a response with more than 1000
+/// results. The whole body is bounded by the channel's MaxMessageSize anyway; this bounds what one length field
+/// may make the decoder reserve before the elements are read.
+pub const MAX_ARRAY_LENGTH: usize = 65_535;
+
 /// Encodes and decodes message bodies with one decoding context (limits on strings, arrays, nesting).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyCodec {
     context: ContextOwned,
 }
 
+impl Default for BodyCodec {
+    fn default() -> Self {
+        let mut context = ContextOwned::default();
+        context.options_mut().max_array_length = MAX_ARRAY_LENGTH;
+        BodyCodec { context }
+    }
+}
+
 impl BodyCodec {
-    /// A codec with the default decoding limits.
+    /// A codec with the default decoding limits (arrays up to [`MAX_ARRAY_LENGTH`]).
     pub fn new() -> Self {
         BodyCodec::default()
+    }
+
+    /// The NodeId at the start of `body` (known as a message type or not), and where the structure starts.
+    pub fn peek_node(&self, body: &[u8]) -> Result<(NodeId, usize)> {
+        let ctx = self.context.context();
+        let mut cursor = Cursor::new(body);
+        let node = NodeId::decode(&mut cursor, &ctx)?;
+        Ok((node, usize::try_from(cursor.position()).unwrap_or(usize::MAX)))
+    }
+
+    /// A ServiceFault with `status` in place of `response` (an encoded NodeId + response that cannot be sent), for
+    /// the same request handle.
+    pub fn fault_instead_of(&self, response: &[u8], status: StatusCode) -> Vec<u8> {
+        let handle = self
+            .peek_node(response)
+            .ok()
+            .and_then(|(_, at)| self.decode_at::<ResponseHeader>(response, at).ok())
+            .map_or(0, |h| h.request_handle);
+        let fault = ServiceFault {
+            response_header: ResponseHeader::new_timestamped_service_result(DateTime::now(), handle, status),
+        };
+        // A ServiceFault of a ResponseHeader always encodes.
+        self.encode(ObjectId::ServiceFault_Encoding_DefaultBinary, &fault).unwrap_or_default()
     }
 
     /// `id` (the `..._Encoding_DefaultBinary` object) followed by `value`.
@@ -31,11 +72,9 @@ impl BodyCodec {
 
     /// The encoding id at the start of `body`, and where the structure starts.
     pub fn peek_id(&self, body: &[u8]) -> Result<(ObjectId, usize)> {
-        let ctx = self.context.context();
-        let mut cursor = Cursor::new(body);
-        let node = NodeId::decode(&mut cursor, &ctx)?;
+        let (node, at) = self.peek_node(body)?;
         let id = node.as_object_id().map_err(|_| Error::Decoding(format!("unknown message type {node}")))?;
-        Ok((id, usize::try_from(cursor.position()).unwrap_or(usize::MAX)))
+        Ok((id, at))
     }
 
     /// Decodes the structure that starts at `at`.
@@ -119,7 +158,7 @@ has_service_result!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opcua_types::{DateTime, GetEndpointsRequest, ResponseHeader, StatusCode};
+    use opcua_types::GetEndpointsRequest;
 
     #[test]
     fn round_trip_and_faults() {
@@ -148,5 +187,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status_code(), StatusCode::BadServiceUnsupported);
         assert!(codec.peek_id(b"\x01").is_err());
+    }
+
+    #[test]
+    fn lists_longer_than_the_operation_limits_still_decode() {
+        use opcua_types::{ReadRequest, ReadValueId, TimestampsToReturn};
+        let codec = BodyCodec::new();
+        let request = ReadRequest {
+            request_header: RequestHeader::new(&NodeId::null(), &DateTime::now(), 9),
+            max_age: 0.0,
+            timestamps_to_return: TimestampsToReturn::Neither,
+            nodes_to_read: Some(vec![ReadValueId::default(); 1001]),
+        };
+        let body = codec.encode(ObjectId::ReadRequest_Encoding_DefaultBinary, &request).unwrap();
+        let (_, at) = codec.peek_id(&body).unwrap();
+        let back: ReadRequest = codec.decode_at(&body, at).unwrap();
+        assert_eq!(back.nodes_to_read.map(|n| n.len()), Some(1001), "the server answers BadTooManyOperations");
+    }
+
+    #[test]
+    fn an_unsendable_response_becomes_a_fault_for_the_same_request() {
+        use opcua_types::ReadResponse;
+        let codec = BodyCodec::new();
+        let response = ReadResponse {
+            response_header: ResponseHeader::new_service_result(9, StatusCode::Good),
+            results: None,
+            diagnostic_infos: None,
+        };
+        let body = codec.encode(ObjectId::ReadResponse_Encoding_DefaultBinary, &response).unwrap();
+        let fault = codec.fault_instead_of(&body, StatusCode::BadResponseTooLarge);
+        let (id, at) = codec.peek_id(&fault).unwrap();
+        assert_eq!(id, ObjectId::ServiceFault_Encoding_DefaultBinary);
+        let fault: ServiceFault = codec.decode_at(&fault, at).unwrap();
+        assert_eq!(fault.response_header.service_result, StatusCode::BadResponseTooLarge);
+        assert_eq!(fault.response_header.request_handle, 9);
+        // Garbage in place of a response still gives a fault (handle 0).
+        assert!(!codec.fault_instead_of(b"\xff", StatusCode::BadResponseTooLarge).is_empty());
     }
 }

@@ -448,6 +448,10 @@ impl SecureChannel {
     }
 
     /// (Server) answers request `request_id`. `body` is the encoded NodeId + response structure.
+    ///
+    /// A response over the client's MaxMessageSize or MaxChunkCount is [`Error::ResponseTooLarge`] and nothing is
+    /// sent: the request stays outstanding, so the caller can answer it with a ServiceFault (BadResponseTooLarge)
+    /// instead of leaving the client to time out.
     pub fn send_response(&mut self, request_id: u32, body: &[u8]) -> Result<()> {
         let RoleState::Server { outstanding, .. } = &mut self.role else {
             return Err(Error::InvalidState("only servers send responses"));
@@ -456,6 +460,11 @@ impl SecureChannel {
             return Err(Error::RequestIdUnknown(request_id));
         }
         let result = self.send_message(MessageType::Message, request_id, body);
+        if matches!(result, Err(Error::ResponseTooLarge { .. })) {
+            if let RoleState::Server { outstanding, .. } = &mut self.role {
+                outstanding.insert(request_id);
+            }
+        }
         self.fail_if_send(result)
     }
 

@@ -341,9 +341,16 @@ fn check_activation(
 impl ServiceHandler for Services {
     fn handle(&self, body: Vec<u8>, channel: &ChannelInfo, now: Now) -> Reply {
         let codec = BodyCodec::new();
-        let (id, at) = match codec.peek_id(&body) {
+        let (node, at) = match codec.peek_node(&body) {
             Ok(v) => v,
             Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+        };
+        let Ok(id) = node.as_object_id() else {
+            // A type id that decodes but names nothing we know: the service is unsupported (not undecodable).
+            // Every request starts with a RequestHeader, so the fault can still carry the handle.
+            let handle = codec.decode_at::<RequestHeader>(&body, at).map_or(0, |h| h.request_handle);
+            tracing::debug!(%node, "unknown request type");
+            return Reply::Ready(fault(&codec, handle, StatusCode::BadServiceUnsupported, now));
         };
         match id {
             ObjectId::GetEndpointsRequest_Encoding_DefaultBinary

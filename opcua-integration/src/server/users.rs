@@ -19,7 +19,8 @@
 //! role = "operator"
 //! ```
 //! Password checks take the same time whether the user exists or not: an unknown name is checked against a dummy
-//! hash with the default cost, so timing does not reveal which names exist.
+//! hash with the same Argon2 cost as the users' hashes (the most common one when they differ; the default cost
+//! with no users), so timing does not reveal which names exist. Both paths run exactly one Argon2 verification.
 
 use std::path::Path;
 
@@ -167,12 +168,50 @@ impl UserDatabase {
         Ok(db)
     }
 
-    /// Adds a user with an already hashed password (PHC string).
+    /// Adds a user with an already hashed password (an Argon2 PHC string, which carries its cost).
     pub fn add_hashed(&mut self, name: String, hash: String, role: UserRole) -> Result<(), UsersError> {
         if name.is_empty() || self.users.iter().any(|u| u.name == name) {
             return Err(UsersError::Invalid(format!("user name {name:?} is empty or not unique")));
         }
+        // A hash that does not parse would fail without any Argon2 work: a wrong password for this user would
+        // answer faster than an unknown name.
+        argon2_cost(&hash).map_err(|e| UsersError::Invalid(format!("user {name:?}: {e}")))?;
         self.users.push(User { name, hash, role });
+        self.match_dummy_cost()
+    }
+
+    /// Makes the dummy hash of unknown names cost what the users' hashes cost (the most common cost when they
+    /// differ), so an unknown name and a wrong password take the same time. A dummy made with the default cost
+    /// while the users' hashes had another made unknown names measurably slower or faster (in the tests' users,
+    /// ten times slower).
+    fn match_dummy_cost(&mut self) -> Result<(), UsersError> {
+        let mut costs: Vec<(ArgonCost, usize)> = Vec::new();
+        for user in &self.users {
+            let cost = argon2_cost(&user.hash).map_err(UsersError::Invalid)?;
+            match costs.iter_mut().find(|(c, _)| *c == cost) {
+                Some((_, n)) => *n += 1,
+                None => costs.push((cost, 1)),
+            }
+        }
+        // The first of the most common costs (max_by_key would take the last).
+        let Some(&(wanted, _)) = costs.iter().rev().max_by_key(|(_, n)| *n) else { return Ok(()) };
+        if costs.len() > 1 {
+            tracing::warn!(
+                costs = costs.len(),
+                "user password hashes have different Argon2 costs: only users with the most common cost answer a \
+                 wrong password as fast as an unknown name; rehash the others"
+            );
+        }
+        if argon2_cost(&self.dummy_hash).ok() == Some(wanted) {
+            return Ok(());
+        }
+        let params = argon2::Params::new(wanted.m, wanted.t, wanted.p, Some(wanted.output_len))
+            .map_err(|e| UsersError::Hash(e.to_string()))?;
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        self.dummy_hash = argon
+            .hash_password(b"certvault: no such user", &SaltString::generate(&mut OsRng))
+            .map_err(|e| UsersError::Hash(e.to_string()))?
+            .to_string();
         Ok(())
     }
 
@@ -211,7 +250,7 @@ impl UserDatabase {
     pub fn authenticate(&self, name: &str, password: &[u8]) -> Option<Principal> {
         let user = self.users.iter().find(|u| u.name == name);
         let hash = user.map(|u| u.hash.as_str()).unwrap_or(&self.dummy_hash);
-        let ok = PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+        let ok = verify(hash, password);
         match user {
             Some(user) if ok => Some(Principal { name: user.name.clone(), role: user.role }),
             _ => None,
@@ -235,6 +274,34 @@ impl UserDatabase {
     }
 }
 
+/// The parameters that decide how long an Argon2 verification takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ArgonCost {
+    m: u32,
+    t: u32,
+    p: u32,
+    output_len: usize,
+}
+
+/// The cost of an Argon2 PHC string, or why it is not one.
+fn argon2_cost(hash: &str) -> Result<ArgonCost, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("password is not a PHC hash: {e}"))?;
+    if argon2::Algorithm::try_from(parsed.algorithm).is_err() {
+        return Err(format!("password hash algorithm {} is not Argon2", parsed.algorithm));
+    }
+    let params = argon2::Params::try_from(&parsed).map_err(|e| format!("password hash parameters: {e}"))?;
+    let output_len = parsed.hash.map_or(argon2::Params::DEFAULT_OUTPUT_LEN, |h| h.len());
+    Ok(ArgonCost { m: params.m_cost(), t: params.t_cost(), p: params.p_cost(), output_len })
+}
+
+/// One Argon2 verification of `password` against the PHC string `hash` (with the hash's own cost).
+fn verify(hash: &str, password: &[u8]) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    #[cfg(test)]
+    tests::record_verification(argon2_cost(hash).ok());
+    Argon2::default().verify_password(password, &parsed).is_ok()
+}
+
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -242,6 +309,59 @@ fn hex_lower(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The cost of every Argon2 verification this thread ran (the test hook of [`verify`]).
+        static VERIFICATIONS: RefCell<Vec<Option<ArgonCost>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record_verification(cost: Option<ArgonCost>) {
+        VERIFICATIONS.with(|v| v.borrow_mut().push(cost));
+    }
+
+    fn verifications_of(f: impl FnOnce()) -> Vec<Option<ArgonCost>> {
+        VERIFICATIONS.with(|v| v.borrow_mut().clear());
+        f();
+        VERIFICATIONS.with(|v| std::mem::take(&mut *v.borrow_mut()))
+    }
+
+    fn hash_with(password: &str, m: u32, t: u32) -> String {
+        let params = argon2::Params::new(m, t, 1, None).unwrap();
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        argon.hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).unwrap().to_string()
+    }
+
+    #[test]
+    fn unknown_users_and_wrong_passwords_run_one_verification_of_the_same_cost() {
+        let mut db = UserDatabase::empty();
+        db.add_hashed("op".into(), hash_with("s3cret", 1024, 1), UserRole::Operator).unwrap();
+        let user_cost = argon2_cost(&db.users[0].hash).unwrap();
+        let wrong = verifications_of(|| assert_eq!(db.authenticate("op", b"wrong"), None));
+        let unknown = verifications_of(|| assert_eq!(db.authenticate("nobody", b"s3cret"), None));
+        let right = verifications_of(|| assert!(db.authenticate("op", b"s3cret").is_some()));
+        assert_eq!(wrong, [Some(user_cost)], "a wrong password: one verification with the user's cost");
+        assert_eq!(unknown, wrong, "an unknown user: the same");
+        assert_eq!(right, wrong, "and a right password too");
+
+        // Users with different costs: unknown names cost what most users' hashes cost.
+        db.add_hashed("a".into(), hash_with("x", 2048, 1), UserRole::Observer).unwrap();
+        db.add_hashed("b".into(), hash_with("y", 2048, 1), UserRole::Observer).unwrap();
+        let wrong = verifications_of(|| assert_eq!(db.authenticate("a", b"wrong"), None));
+        let unknown = verifications_of(|| assert_eq!(db.authenticate("nobody", b"x"), None));
+        assert_eq!(wrong.len(), 1);
+        assert_eq!(unknown, wrong);
+        assert_eq!(wrong[0].map(|c| c.m), Some(2048));
+    }
+
+    #[test]
+    fn hashes_that_would_skip_the_verification_are_refused() {
+        let mut db = UserDatabase::empty();
+        for bad in ["plain", "$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA", ""] {
+            assert!(matches!(db.add_hashed("u".into(), bad.into(), UserRole::Operator), Err(UsersError::Invalid(_))));
+        }
+        assert!(db.users.is_empty());
+    }
 
     // A cheap cost so debug-build tests stay fast; the PHC string carries its parameters.
     fn cheap_hash(password: &str) -> String {

@@ -24,6 +24,7 @@ use crate::channel::asymmetric::PeerCertificate;
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::{Event, Now, SecureChannel};
 use crate::error::{Error, Result};
+use crate::service::BodyCodec;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -226,8 +227,18 @@ async fn process<H: ServiceHandler + ?Sized>(
 
 fn send_response(conn: &mut ServerConnection, request_id: u32, response: &[u8]) {
     let Some(channel) = conn.channel_mut() else { return };
-    if let Err(e) = channel.send_response(request_id, response) {
-        tracing::warn!(request_id, error = %e, "could not send a response");
+    match channel.send_response(request_id, response) {
+        Ok(()) => {}
+        // Over the client's MaxMessageSize or MaxChunkCount: answer with a ServiceFault (Part 4 §7.34 and Part 6
+        // §6.7.2: BadResponseTooLarge) rather than nothing, which left the client waiting for its timeout.
+        Err(e @ Error::ResponseTooLarge { .. }) => {
+            tracing::warn!(request_id, error = %e, "response too large for the client; answering with a fault");
+            let fault = BodyCodec::new().fault_instead_of(response, e.status_code());
+            if let Err(e) = channel.send_response(request_id, &fault) {
+                tracing::warn!(request_id, error = %e, "could not send a fault");
+            }
+        }
+        Err(e) => tracing::warn!(request_id, error = %e, "could not send a response"),
     }
 }
 

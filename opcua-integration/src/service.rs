@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 /// may make the decoder reserve before the elements are read.
 pub const MAX_ARRAY_LENGTH: usize = 65_535;
 
+/// Longest String or ByteString in a body: the default MaxMessageSize (16 MiB). async-opcua's default (65,535)
+/// made a 1 MB ByteString value unreadable although the channel carries it; the channel's message-size limit is what
+/// bounds a body, so a single value may use all of it.
+pub const MAX_BYTE_STRING_LENGTH: usize = 16 * 1024 * 1024;
+
 /// Encodes and decodes message bodies with one decoding context (limits on strings, arrays, nesting).
 #[derive(Debug)]
 pub struct BodyCodec {
@@ -26,7 +31,10 @@ pub struct BodyCodec {
 impl Default for BodyCodec {
     fn default() -> Self {
         let mut context = ContextOwned::default();
-        context.options_mut().max_array_length = MAX_ARRAY_LENGTH;
+        let options = context.options_mut();
+        options.max_array_length = MAX_ARRAY_LENGTH;
+        options.max_byte_string_length = MAX_BYTE_STRING_LENGTH;
+        options.max_string_length = MAX_BYTE_STRING_LENGTH;
         BodyCodec { context }
     }
 }

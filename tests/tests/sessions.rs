@@ -472,3 +472,25 @@ async fn sessions_transfer_subscriptions_after_the_channel_died() {
     assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
     new.close().await.expect("close");
 }
+
+/// A 1 MiB ByteString value crosses the channel whole (many chunks) and decodes on our client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_read_a_one_megabyte_value() {
+    init_tracing();
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let server = MachineServer::start(&vaultd, 1 << 20, |b| b).await;
+    let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
+    server.pki.trust(app.certificate()).expect("trust our client");
+    let mut channel = ClientOptions::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
+    channel.identity = Some(app);
+    channel.server_certificate = Some(server.certificate.clone());
+    let mut options = SessionOptions::new(channel);
+    options.application_uri = Some(OUR_CLIENT_URI.into());
+    let session = Session::connect(server.endpoint_url(), options).await.expect("session");
+    let value = session.read_value(&server.nodes.blob).await.expect("read the blob");
+    let Variant::ByteString(bytes) = value else { panic!("Blob is {value:?}") };
+    let bytes = bytes.value.unwrap_or_default();
+    assert_eq!(bytes.len(), 1 << 20);
+    assert!(bytes.iter().enumerate().all(|(i, b)| *b == (i % 256) as u8), "the content arrived intact");
+    session.close().await.expect("close");
+}

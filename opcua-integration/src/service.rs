@@ -3,7 +3,10 @@
 
 use std::io::Cursor;
 
-use opcua_types::{BinaryDecodable, BinaryEncodable, ContextOwned, NodeId, ObjectId, RequestHeader, ServiceFault};
+use opcua_types::{
+    BinaryDecodable, BinaryEncodable, ContextOwned, DecodingOptions, NamespaceMap, NodeId, ObjectId, RequestHeader,
+    ServiceFault,
+};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +20,13 @@ impl BodyCodec {
     /// A codec with the default decoding limits.
     pub fn new() -> Self {
         BodyCodec::default()
+    }
+
+    /// A codec with the limits in `options` (string, byte string and array lengths, nesting depth). The message
+    /// size and chunk count in it are not used here: the transport [`Limits`](crate::transport::uacp::Limits)
+    /// bound those.
+    pub fn with_options(options: DecodingOptions) -> Self {
+        BodyCodec { context: ContextOwned::new_default(NamespaceMap::new(), options) }
     }
 
     /// `id` (the `..._Encoding_DefaultBinary` object) followed by `value`.

@@ -4,8 +4,8 @@
 use std::io::Cursor;
 
 use opcua_types::{
-    BinaryDecodable, BinaryEncodable, ContextOwned, DateTime, NodeId, ObjectId, RequestHeader, ResponseHeader,
-    ServiceFault, StatusCode,
+    BinaryDecodable, BinaryEncodable, ContextOwned, DateTime, DecodingOptions, NamespaceMap, NodeId, ObjectId,
+    RequestHeader, ResponseHeader, ServiceFault, StatusCode,
 };
 
 use crate::error::{Error, Result};
@@ -66,6 +66,13 @@ impl BodyCodec {
         };
         // A ServiceFault of a ResponseHeader always encodes.
         self.encode(ObjectId::ServiceFault_Encoding_DefaultBinary, &fault).unwrap_or_default()
+    }
+
+    /// A codec with the limits in `options` (string, byte string and array lengths, nesting depth). The message
+    /// size and chunk count in it are not used here: the transport [`Limits`](crate::transport::uacp::Limits)
+    /// bound those.
+    pub fn with_options(options: DecodingOptions) -> Self {
+        BodyCodec { context: ContextOwned::new_default(NamespaceMap::new(), options) }
     }
 
     /// `id` (the `..._Encoding_DefaultBinary` object) followed by `value`.

@@ -144,8 +144,19 @@ impl MachineServer {
         blob_size: usize,
         customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
     ) -> MachineServer {
-        let dir = tempfile::tempdir().expect("tempdir");
         let key: SharedKey = vaultd.generate_rsa("machine-server", 2048);
+        Self::start_with_key(vaultd, key, blob_size, customize).await
+    }
+
+    /// As [`MachineServer::start`] with the server's application key `key` from elsewhere (a PKCS#11 token); the
+    /// X.509 user's key is still made in `vaultd`.
+    pub async fn start_with_key(
+        vaultd: &Vaultd,
+        key: SharedKey,
+        blob_size: usize,
+        customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> MachineServer {
+        let dir = tempfile::tempdir().expect("tempdir");
         let certificate = self_signed(&key, "machine", MACHINE_URI);
         let pki = Arc::new(PkiStore::create_or_open(dir.path().join("pki")).expect("pki"));
         let user_pki = Arc::new(PkiStore::create_or_open(dir.path().join("user-pki")).expect("user pki"));

@@ -162,8 +162,43 @@ struct Token {
     id: u32,
     installed: Instant,
     lifetime: Duration,
-    sealer: SymmetricSealer,
+    /// Shared with the messages queued for sending under this token (see [`Outgoing`]).
+    sealer: Arc<SymmetricSealer>,
     opener: SymmetricOpener,
+}
+
+/// A MSG or CLO message queued for sending. Its chunks are sealed one at a time as the driver asks for them
+/// ([`SecureChannel::poll_transmit`]), so the first chunks of a large message are on the wire while the rest is
+/// still being sealed, and the peer opens them meanwhile. Token and sequence numbers are fixed when the message is
+/// queued: the bytes are exactly those that sealing every chunk at once would give.
+struct Outgoing {
+    message_type: MessageType,
+    request_id: u32,
+    token_id: u32,
+    sealer: Arc<SymmetricSealer>,
+    body: Vec<u8>,
+    /// The body's chunks still to seal: their end offsets in `body` and their sequence numbers, in order.
+    pieces: VecDeque<(usize, u32)>,
+    /// Start of the next chunk's body.
+    offset: usize,
+}
+
+impl Outgoing {
+    /// Seals the next chunk; `None` when none is left.
+    fn next_chunk(&mut self, secure_channel_id: u32) -> Option<Result<Vec<u8>>> {
+        let (end, sequence_number) = self.pieces.pop_front()?;
+        let chunk_type = if self.pieces.is_empty() { ChunkType::Final } else { ChunkType::Intermediate };
+        let piece = self.body.get(self.offset..end).unwrap_or_default();
+        self.offset = end;
+        let sequence = SequenceHeader { sequence_number, request_id: self.request_id };
+        Some(self.sealer.seal(self.message_type, chunk_type, secure_channel_id, self.token_id, sequence, piece))
+    }
+}
+
+/// What waits to be written, in order: finished frames (OPN, ERR) and messages sealed on demand.
+enum Queued {
+    Frame(Vec<u8>),
+    Message(Outgoing),
 }
 
 impl fmt::Debug for Token {
@@ -206,7 +241,7 @@ pub struct SecureChannel {
     send_sequence: SendSequence,
     receive_sequence: ReceiveSequence,
     reassembler: Reassembler,
-    transmit: VecDeque<Vec<u8>>,
+    transmit: VecDeque<Queued>,
     events: VecDeque<Event>,
     context: ContextOwned,
 }
@@ -326,9 +361,32 @@ impl SecureChannel {
         self.state == State::Closed
     }
 
-    /// The next frame to write to the transport.
+    /// The next frame to write to the transport. MSG and CLO chunks are sealed here, one per call.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        loop {
+            match self.transmit.front_mut()? {
+                Queued::Frame(_) => {
+                    let Some(Queued::Frame(frame)) = self.transmit.pop_front() else { return None };
+                    return Some(frame);
+                }
+                Queued::Message(message) => match message.next_chunk(self.secure_channel_id) {
+                    None => {
+                        self.transmit.pop_front();
+                    }
+                    Some(Ok(chunk)) => {
+                        if message.pieces.is_empty() {
+                            self.transmit.pop_front();
+                        }
+                        return Some(chunk);
+                    }
+                    Some(Err(e)) => {
+                        // Sealing with keys that sealed before only fails if the cipher breaks: as when sending.
+                        self.transmit.clear();
+                        let _ = self.fail_if_send(Err(e));
+                    }
+                },
+            }
+        }
     }
 
     /// The next event.
@@ -402,7 +460,7 @@ impl SecureChannel {
             self.limits.send_buffer_size as usize,
         )?;
         *pending_open = Some(PendingOpen { request_id, client_nonce: nonce, renew });
-        self.transmit.push_back(chunk);
+        self.transmit.push_back(Queued::Frame(chunk));
         Ok(())
     }
 
@@ -500,21 +558,22 @@ impl SecureChannel {
             self.limits.max_send_chunk_count,
             self.role_kind(),
         )?;
-        let last = pieces.len().saturating_sub(1);
-        let mut chunks = Vec::with_capacity(pieces.len());
-        for (i, piece) in pieces.into_iter().enumerate() {
-            let chunk_type = if i == last { ChunkType::Final } else { ChunkType::Intermediate };
-            let sequence = SequenceHeader { sequence_number: self.send_sequence.next_number(), request_id };
-            chunks.push(token.sealer.seal(
-                message_type,
-                chunk_type,
-                self.secure_channel_id,
-                token.id,
-                sequence,
-                piece,
-            )?);
+        let mut end = 0;
+        let mut ends = VecDeque::with_capacity(pieces.len());
+        for piece in &pieces {
+            end += piece.len();
+            ends.push_back(end);
         }
-        self.transmit.extend(chunks);
+        let outgoing = Outgoing {
+            message_type,
+            request_id,
+            token_id: token.id,
+            sealer: token.sealer.clone(),
+            body: body.to_vec(),
+            pieces: ends.into_iter().map(|end| (end, self.send_sequence.next_number())).collect(),
+            offset: 0,
+        };
+        self.transmit.push_back(Queued::Message(outgoing));
         Ok(())
     }
 
@@ -547,7 +606,7 @@ impl SecureChannel {
             if fatal {
                 tracing::debug!(channel = self.secure_channel_id, error = %e, "closing secure channel");
                 if self.role_kind() == Role::Server && self.state != State::Closed {
-                    self.transmit.push_back(ErrorMessage::from_error(e).encode());
+                    self.transmit.push_back(Queued::Frame(ErrorMessage::from_error(e).encode()));
                 }
                 self.state = State::Closed;
             }
@@ -641,7 +700,7 @@ impl SecureChannel {
             id: token.token_id,
             installed: now.instant,
             lifetime: Duration::from_millis(token.revised_lifetime.into()),
-            sealer,
+            sealer: Arc::new(sealer),
             opener,
         };
         let old = self.current.replace(new);
@@ -746,7 +805,7 @@ impl SecureChannel {
             &body,
             self.limits.send_buffer_size as usize,
         )?;
-        self.transmit.push_back(chunk);
+        self.transmit.push_back(Queued::Frame(chunk));
         if !renew {
             self.policy = policy;
             self.mode = mode;

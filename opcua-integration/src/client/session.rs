@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use opcua_types::{
     ActivateSessionRequest, ApplicationDescription, ApplicationType, ByteString, CloseSessionRequest,
-    CreateSessionRequest, CreateSessionResponse, DateTime, EndpointDescription, LocalizedText, NodeId, ReadRequest,
-    ReadValueId, RequestHeader, StatusCode, TimestampsToReturn, UAString, VariableId,
+    CreateSessionRequest, CreateSessionResponse, DateTime, DecodingOptions, EndpointDescription, LocalizedText, NodeId,
+    ReadRequest, ReadValueId, RequestHeader, StatusCode, TimestampsToReturn, UAString, VariableId,
 };
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
@@ -89,6 +89,10 @@ pub struct SessionOptions {
     /// Whether a password may be sent unencrypted when the token policy is None and the channel does not encrypt
     /// (policy None, or mode Sign). Inside a SignAndEncrypt channel a None token policy needs no opt-in.
     pub allow_unencrypted_password: bool,
+    /// Limits on what responses may contain (string, byte string and array lengths, nesting depth); by default
+    /// async-opcua-types' (65,535-byte strings and byte strings, 1,000-element arrays). Raise
+    /// `max_byte_string_length` to read larger ByteString values.
+    pub decoding: DecodingOptions,
 }
 
 impl SessionOptions {
@@ -109,6 +113,7 @@ impl SessionOptions {
             publish_requests: 3,
             deprecated_user_token_policies: DeprecatedPolicies::Reject,
             allow_unencrypted_password: false,
+            decoding: DecodingOptions::default(),
         }
     }
 }
@@ -489,6 +494,7 @@ impl Session {
         };
         let client = Arc::new(client);
         let (state, _) = watch::channel(ConnectionState::Reconnecting { attempt: 0 });
+        let codec = BodyCodec::with_options(options.decoding.clone());
         let inner = Arc::new(Inner {
             url: url.to_owned(),
             channel_options,
@@ -503,7 +509,7 @@ impl Session {
             }),
             options,
             state,
-            codec: BodyCodec::new(),
+            codec,
             next_handle: AtomicU32::new(1),
             last_activity: Mutex::new(Instant::now()),
             subscriptions: Mutex::new(Registry::default()),

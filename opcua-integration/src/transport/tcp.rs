@@ -55,11 +55,24 @@ pub async fn connect(address: &str) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// Writes everything `poll` yields, batched into one write per call.
+/// Bytes gathered before a write while flushing: small frames go out in one write; a large message goes out as
+/// soon as this much of it is sealed, so the peer opens its first chunks while the rest is being sealed.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes everything `poll` yields: frames are gathered into writes of about [`WRITE_BATCH`] bytes.
 pub async fn flush(stream: &mut TcpStream, mut poll: impl FnMut() -> Option<Vec<u8>>) -> Result<()> {
     let mut out = Vec::new();
     while let Some(bytes) = poll() {
+        if out.is_empty() && bytes.len() >= WRITE_BATCH / 2 {
+            // A whole chunk: write it as it is, without copying.
+            stream.write_all(&bytes).await?;
+            continue;
+        }
         out.extend_from_slice(&bytes);
+        if out.len() >= WRITE_BATCH {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
     }
     if !out.is_empty() {
         stream.write_all(&out).await?;

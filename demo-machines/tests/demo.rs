@@ -219,3 +219,23 @@ duration = "1s"
     assert_eq!(report.steps[0].status, "Failed");
     assert!(report.steps[0].detail.as_deref().unwrap_or_default().contains("no.sock"), "{report:?}");
 }
+
+/// The example configuration files in `demo-machines/config/` are what the README documents: they must parse.
+#[test]
+fn the_example_configuration_files_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let a = certvault_opcua::server::config::ConfigFile::load(&dir.join("machine-a.toml")).expect("machine-a.toml");
+    assert!(!a.security.allow_none && !a.users.anonymous);
+    assert_eq!(a.endpoints().unwrap().len(), 3);
+    let b = demo_machines::client_config::ClientConfig::load(&dir.join("machine-b.toml")).expect("machine-b.toml");
+    assert!(matches!(b.user().unwrap(), demo_machines::client_config::UserChoice::Certificate { .. }));
+    // users.toml ships a placeholder instead of a password hash: refused until replaced by a real hash.
+    let users = std::fs::read_to_string(dir.join("users.toml")).unwrap();
+    let err = certvault_opcua::server::UserDatabase::parse(&users).expect_err("the placeholder is no hash");
+    assert!(err.to_string().contains("PHC"), "{err}");
+    let placeholder = "REPLACE-WITH-THE-OUTPUT-OF: machine-a --hash-password";
+    assert!(users.contains(placeholder));
+    let hash = certvault_opcua::server::UserDatabase::hash_password("pw").unwrap();
+    let db = certvault_opcua::server::UserDatabase::parse(&users.replace(placeholder, &hash)).expect("users.toml");
+    assert!(db.authenticate("operator", b"pw").is_some());
+}

@@ -28,6 +28,16 @@ pub struct BodyCodec {
     context: ContextOwned,
 }
 
+/// Our decoding limits: arrays up to [`MAX_ARRAY_LENGTH`], strings and byte strings up to [`MAX_BYTE_STRING_LENGTH`].
+pub fn default_decoding_options() -> DecodingOptions {
+    DecodingOptions {
+        max_array_length: MAX_ARRAY_LENGTH,
+        max_byte_string_length: MAX_BYTE_STRING_LENGTH,
+        max_string_length: MAX_BYTE_STRING_LENGTH,
+        ..DecodingOptions::default()
+    }
+}
+
 impl Default for BodyCodec {
     fn default() -> Self {
         let mut context = ContextOwned::default();

@@ -113,7 +113,7 @@ impl SessionOptions {
             publish_requests: 3,
             deprecated_user_token_policies: DeprecatedPolicies::Reject,
             allow_unencrypted_password: false,
-            decoding: DecodingOptions::default(),
+            decoding: crate::service::default_decoding_options(),
         }
     }
 }

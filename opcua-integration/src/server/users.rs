@@ -9,7 +9,7 @@
 //!
 //! [[user]]
 //! name = "operator"
-//! # PHC string; `certvault-opcua-passwd` (or UserDatabase::hash_password) makes one.
+//! # PHC string; `machine-a --hash-password` (or UserDatabase::hash_password) makes one.
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
 //! role = "operator"
 //!

@@ -55,6 +55,13 @@ impl BodyCodec {
         BodyCodec::default()
     }
 
+    /// One process-wide codec with the default limits. A decoding context allocates its type loaders and namespace
+    /// map, so the server's per-request paths share this one rather than building a context per message.
+    pub fn shared() -> &'static BodyCodec {
+        static SHARED: std::sync::LazyLock<BodyCodec> = std::sync::LazyLock::new(BodyCodec::default);
+        &SHARED
+    }
+
     /// The NodeId at the start of `body` (known as a message type or not), and where the structure starts.
     pub fn peek_node(&self, body: &[u8]) -> Result<(NodeId, usize)> {
         let ctx = self.context.context();

@@ -339,6 +339,18 @@ pub struct OpenedOpen {
 /// the policy (`BadCertificatePolicyCheckFailed`); decryption, signature and padding failures are
 /// `BadSecurityChecksFailed`. Whether the sender is *trusted* is for the caller to decide with the PKI store.
 pub fn open_open(chunk: &[u8], local: Option<&LocalIdentity>, deprecated: DeprecatedPolicies) -> Result<OpenedOpen> {
+    open_open_vetted(chunk, local, deprecated, |_, _| Ok(()))
+}
+
+/// [`open_open`], with `vet` judging the sender's certificate before any private-key work. A server passes its trust
+/// check here: a client it would refuse anyway must not cost a vault decryption per RSA block (with a token doing
+/// tens of decryptions a second, untrusted clients could otherwise starve trusted ones).
+pub fn open_open_vetted(
+    chunk: &[u8],
+    local: Option<&LocalIdentity>,
+    deprecated: DeprecatedPolicies,
+    vet: impl FnOnce(&PeerCertificate, SecurityPolicy) -> Result<()>,
+) -> Result<OpenedOpen> {
     let header = ChunkHeader::decode(chunk)?;
     if header.message_type != MessageType::OpenSecureChannel {
         return Err(Error::MessageTypeInvalid(format!("expected OPN, got {}", header.message_type)));
@@ -369,6 +381,7 @@ pub fn open_open(chunk: &[u8], local: Option<&LocalIdentity>, deprecated: Deprec
         }
         None => return Err(Error::CertificateInvalid("the OpenSecureChannel carries no receiver thumbprint".into())),
     }
+    vet(&sender, policy)?;
     let layout = open_layout(policy, encrypted_from - CHUNK_HEADER_LEN, sender_key, local.key_algorithm())?;
     let blocks = layout.encryption.ok_or(Error::Crypto("secured policy without encryption"))?;
     let bad = Error::SecurityChecksFailed;
@@ -467,7 +480,7 @@ pub(crate) mod tests {
         (k, c)
     }
 
-    fn counting(bits: u32, name: &'static str) -> (Arc<CountingKey>, LocalIdentity) {
+    pub(crate) fn counting(bits: u32, name: &'static str) -> (Arc<CountingKey>, LocalIdentity) {
         let (key, cert) = cached(bits, name);
         let counting = Arc::new(CountingKey { inner: key, signs: AtomicUsize::new(0), decrypts: AtomicUsize::new(0) });
         let id = LocalIdentity::new(counting.clone(), cert).unwrap();

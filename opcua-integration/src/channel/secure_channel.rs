@@ -21,7 +21,7 @@ use opcua_types::{
     SecurityTokenRequestType, ServiceFault, StatusCode,
 };
 
-use super::asymmetric::{open_open, seal_open, LocalIdentity, PeerCertificate};
+use super::asymmetric::{open_open, open_open_vetted, seal_open, LocalIdentity, PeerCertificate};
 use super::chunk::{split_body, Assembled, Reassembler, SequenceHeader};
 use super::keys::ChannelKeys;
 use super::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
@@ -719,12 +719,25 @@ impl SecureChannel {
         let RoleState::Server { config, .. } = &self.role else {
             return Err(Error::InvalidState("not a server"));
         };
-        let opened = open_open(frame, config.identity.as_ref(), config.deprecated)?;
+        let renew = self.state == State::Open;
+        // Everything decidable from the plaintext headers is decided before the vault decrypts a block.
+        let vet = |sender: &PeerCertificate, policy: SecurityPolicy| {
+            if !config.endpoints.iter().any(|(p, _)| *p == policy) {
+                return Err(Error::SecurityPolicyRejected(format!("no endpoint offers {policy}")));
+            }
+            if !renew {
+                return config.validator.validate(sender, policy);
+            }
+            match &self.peer {
+                Some(peer) if peer.certificate() == sender.certificate() => Ok(()),
+                _ => Err(Error::SecurityChecksFailed("the renewal is signed with another certificate")),
+            }
+        };
+        let opened = open_open_vetted(frame, config.identity.as_ref(), config.deprecated, vet)?;
         let policy = opened.policy;
         if !config.endpoints.iter().any(|(p, _)| *p == policy) {
             return Err(Error::SecurityPolicyRejected(format!("no endpoint offers {policy}")));
         }
-        let renew = self.state == State::Open;
         if renew {
             if opened.header.secure_channel_id != self.secure_channel_id {
                 return Err(Error::SecureChannelUnknown(opened.header.secure_channel_id));
@@ -732,16 +745,9 @@ impl SecureChannel {
             if policy != self.policy {
                 return Err(Error::SecurityPolicyRejected("a renewal cannot change the policy".into()));
             }
-            let same = match (&opened.sender, &self.peer) {
-                (Some(a), Some(b)) => a.certificate() == b.certificate(),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
+            if opened.sender.is_some() != self.peer.is_some() {
                 return Err(Error::SecurityChecksFailed("the renewal is signed with another certificate"));
             }
-        } else if let Some(sender) = &opened.sender {
-            config.validator.validate(sender, policy)?;
         }
         self.receive_sequence.check(opened.sequence.sequence_number)?;
         let request_id = opened.sequence.request_id;
@@ -1174,10 +1180,27 @@ mod tests {
         let base = Instant::now();
         let mut setup = Setup::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
         setup.validator = Arc::new(RejectAll);
-        let (mut client, mut server) = setup.build();
+        let (mut client, _) = setup.build();
+        // The server's key counts its vault calls: a client refused anyway must not cost an RSA decryption.
+        let (key, server_id) = crate::channel::asymmetric::tests::counting(2048, "server");
+        let (_, sl) = limits();
+        let mut server = SecureChannel::server(
+            ServerConfig {
+                identity: Some(server_id),
+                endpoints: setup.endpoints.clone(),
+                deprecated: DeprecatedPolicies::Reject,
+                secure_channel_id: 42,
+                min_lifetime_ms: 1_000,
+                max_lifetime_ms: 3_600_000,
+                validator: setup.validator.clone(),
+            },
+            sl,
+        );
         client.open(at(base, 0)).unwrap();
         let r = pump(&mut client, &mut server, at(base, 0));
         expect_closed_with(&mut server, r, StatusCode::BadCertificateUntrusted);
+        assert_eq!(key.decrypts.load(std::sync::atomic::Ordering::SeqCst), 0, "decrypted before the trust check");
+        assert_eq!(key.signs.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

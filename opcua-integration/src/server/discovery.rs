@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn get_endpoints_lists_strongest_first_and_faults_the_rest() {
         let d = discovery();
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let now = Now::system();
         let request = GetEndpointsRequest {
             request_header: RequestHeader::new(&NodeId::null(), &DateTime::now(), 3),

@@ -42,10 +42,10 @@ pub struct NoSessionServices;
 
 impl SessionServices for NoSessionServices {
     fn handle(&self, _: ObjectId, body: Vec<u8>, at: usize, ctx: RequestContext, _: &ChannelInfo) -> Reply {
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let header = codec.decode_at::<RequestHeader>(&body, at).ok();
         Reply::Ready(fault(
-            &codec,
+            codec,
             header.as_ref().map_or(0, |h| h.request_handle),
             StatusCode::BadServiceUnsupported,
             ctx.now,
@@ -140,10 +140,10 @@ impl Services {
     }
 
     fn create_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Reply {
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let request: CreateSessionRequest = match codec.decode_at(body, at) {
             Ok(r) => r,
-            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+            Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
         };
         let handle = request.request_header.request_handle;
         let client_cert = request.client_certificate.value.clone().unwrap_or_default();
@@ -154,7 +154,7 @@ impl Services {
             let claimed = request.client_description.application_uri.as_ref();
             if !leaf.is_some_and(|c| c.uris().iter().any(|u| u == claimed)) {
                 tracing::warn!(claimed, "CreateSession: the ApplicationUri is not in the client certificate");
-                return Reply::Ready(fault(&codec, handle, StatusCode::BadCertificateUriInvalid, now));
+                return Reply::Ready(fault(codec, handle, StatusCode::BadCertificateUriInvalid, now));
             }
         }
         let created = self.inner.sessions.lock().create(
@@ -167,7 +167,7 @@ impl Services {
         );
         let created = match created {
             Ok(c) => c,
-            Err(status) => return Reply::Ready(fault(&codec, handle, status, now)),
+            Err(status) => return Reply::Ready(fault(codec, handle, status, now)),
         };
         let inner = self.inner.clone();
         let policy = channel.policy;
@@ -197,7 +197,7 @@ impl Services {
                 Err(status) => {
                     // A session the client cannot prove is useless: drop it.
                     inner.sessions.lock().remove(&created.authentication_token);
-                    return fault(&codec, handle, status, now);
+                    return fault(codec, handle, status, now);
                 }
             };
             // Sent on None channels too: a client needs it to encrypt a password under the token policy.
@@ -221,21 +221,21 @@ impl Services {
                 server_signature: signature,
                 max_request_message_size: inner.max_message_size,
             };
-            encode_or_fault(&codec, ObjectId::CreateSessionResponse_Encoding_DefaultBinary, &response, handle, now)
+            encode_or_fault(codec, ObjectId::CreateSessionResponse_Encoding_DefaultBinary, &response, handle, now)
         }))
     }
 
     fn activate_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Reply {
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let request: ActivateSessionRequest = match codec.decode_at(body, at) {
             Ok(r) => r,
-            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+            Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
         };
         let handle = request.request_header.request_handle;
         let token = request.request_header.authentication_token.clone();
         let activation = match self.inner.sessions.lock().begin_activate(&token, channel, now.instant) {
             Ok(a) => a,
-            Err(status) => return Reply::Ready(fault(&codec, handle, status, now)),
+            Err(status) => return Reply::Ready(fault(codec, handle, status, now)),
         };
         let inner = self.inner.clone();
         let channel = channel.clone();
@@ -247,8 +247,8 @@ impl Services {
             };
             let principal = match checks.await {
                 Ok(Ok(p)) => p,
-                Ok(Err(status)) => return fault(&codec, handle, status, now),
-                Err(_) => return fault(&codec, handle, StatusCode::BadInternalError, now),
+                Ok(Err(status)) => return fault(codec, handle, status, now),
+                Err(_) => return fault(codec, handle, StatusCode::BadInternalError, now),
             };
             let nonce = inner.sessions.lock().finish_activate(&token, &activation, &channel, principal, now.instant);
             match nonce {
@@ -264,23 +264,23 @@ impl Services {
                         diagnostic_infos: None,
                     };
                     encode_or_fault(
-                        &codec,
+                        codec,
                         ObjectId::ActivateSessionResponse_Encoding_DefaultBinary,
                         &response,
                         handle,
                         now,
                     )
                 }
-                Err(status) => fault(&codec, handle, status, now),
+                Err(status) => fault(codec, handle, status, now),
             }
         }))
     }
 
     fn close_session(&self, body: &[u8], at: usize, channel: &ChannelInfo, now: Now) -> Vec<u8> {
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let request: CloseSessionRequest = match codec.decode_at(body, at) {
             Ok(r) => r,
-            Err(e) => return fault(&codec, 0, e.status_code(), now),
+            Err(e) => return fault(codec, 0, e.status_code(), now),
         };
         let handle = request.request_header.request_handle;
         let closed = self.inner.sessions.lock().close(
@@ -294,9 +294,9 @@ impl Services {
                 let response = CloseSessionResponse {
                     response_header: ResponseHeader::new_timestamped_service_result(now.utc, handle, StatusCode::Good),
                 };
-                encode_or_fault(&codec, ObjectId::CloseSessionResponse_Encoding_DefaultBinary, &response, handle, now)
+                encode_or_fault(codec, ObjectId::CloseSessionResponse_Encoding_DefaultBinary, &response, handle, now)
             }
-            Err(status) => fault(&codec, handle, status, now),
+            Err(status) => fault(codec, handle, status, now),
         }
     }
 }
@@ -340,17 +340,17 @@ fn check_activation(
 
 impl ServiceHandler for Services {
     fn handle(&self, body: Vec<u8>, channel: &ChannelInfo, now: Now) -> Reply {
-        let codec = BodyCodec::new();
+        let codec = BodyCodec::shared();
         let (node, at) = match codec.peek_node(&body) {
             Ok(v) => v,
-            Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+            Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
         };
         let Ok(id) = node.as_object_id() else {
             // A type id that decodes but names nothing we know: the service is unsupported (not undecodable).
             // Every request starts with a RequestHeader, so the fault can still carry the handle.
             let handle = codec.decode_at::<RequestHeader>(&body, at).map_or(0, |h| h.request_handle);
             tracing::debug!(%node, "unknown request type");
-            return Reply::Ready(fault(&codec, handle, StatusCode::BadServiceUnsupported, now));
+            return Reply::Ready(fault(codec, handle, StatusCode::BadServiceUnsupported, now));
         };
         match id {
             ObjectId::GetEndpointsRequest_Encoding_DefaultBinary
@@ -360,7 +360,7 @@ impl ServiceHandler for Services {
             // A None channel to a server that offers no None endpoint exists for discovery only.
             _ if channel.policy.is_none() && !self.inner.none_offered => {
                 let handle = codec.decode_at::<RequestHeader>(&body, at).map_or(0, |h| h.request_handle);
-                Reply::Ready(fault(&codec, handle, StatusCode::BadSecurityPolicyRejected, now))
+                Reply::Ready(fault(codec, handle, StatusCode::BadSecurityPolicyRejected, now))
             }
             ObjectId::CreateSessionRequest_Encoding_DefaultBinary => self.create_session(&body, at, channel, now),
             ObjectId::ActivateSessionRequest_Encoding_DefaultBinary => self.activate_session(&body, at, channel, now),
@@ -370,7 +370,7 @@ impl ServiceHandler for Services {
             ObjectId::CancelRequest_Encoding_DefaultBinary => {
                 let request: CancelRequest = match codec.decode_at(&body, at) {
                     Ok(r) => r,
-                    Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+                    Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
                 };
                 let handle = request.request_header.request_handle;
                 // Requests are answered as they complete; nothing waits that Cancel could stop early.
@@ -379,7 +379,7 @@ impl ServiceHandler for Services {
                     cancel_count: 0,
                 };
                 Reply::Ready(encode_or_fault(
-                    &codec,
+                    codec,
                     ObjectId::CancelResponse_Encoding_DefaultBinary,
                     &response,
                     handle,
@@ -389,7 +389,7 @@ impl ServiceHandler for Services {
             _ => {
                 let header: RequestHeader = match codec.decode_at(&body, at) {
                     Ok(h) => h,
-                    Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), now)),
+                    Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
                 };
                 let session = self.inner.sessions.lock().lookup(
                     &header.authentication_token,
@@ -401,7 +401,7 @@ impl ServiceHandler for Services {
                         let ctx = RequestContext { principal: session.principal, session_id: session.session_id, now };
                         self.inner.services.handle(id, body, at, ctx, channel)
                     }
-                    Err(status) => Reply::Ready(fault(&codec, header.request_handle, status, now)),
+                    Err(status) => Reply::Ready(fault(codec, header.request_handle, status, now)),
                 }
             }
         }

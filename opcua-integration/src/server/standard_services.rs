@@ -140,17 +140,13 @@ impl StandardServices {
         self.engine.wake.notify_one();
         let handle = request.request_header.request_handle;
         Reply::Later(Box::pin(async move {
-            let codec = BodyCodec::new();
+            let codec = BodyCodec::shared();
             match rx.await {
-                Ok(Ok(response)) => encode_or_fault(
-                    &codec,
-                    ObjectId::PublishResponse_Encoding_DefaultBinary,
-                    &response,
-                    handle,
-                    ctx.now,
-                ),
-                Ok(Err(status)) => fault(&codec, handle, status, Now::system()),
-                Err(_) => fault(&codec, handle, StatusCode::BadSessionClosed, Now::system()),
+                Ok(Ok(response)) => {
+                    encode_or_fault(codec, ObjectId::PublishResponse_Encoding_DefaultBinary, &response, handle, ctx.now)
+                }
+                Ok(Err(status)) => fault(codec, handle, status, Now::system()),
+                Err(_) => fault(codec, handle, StatusCode::BadSessionClosed, Now::system()),
             }
         }))
     }
@@ -179,15 +175,15 @@ where
     Req: BinaryDecodable,
     Resp: BinaryEncodable,
 {
-    let codec = BodyCodec::new();
+    let codec = BodyCodec::shared();
     let request: Req = match codec.decode_at(body, at) {
         Ok(r) => r,
-        Err(e) => return fault(&codec, 0, e.status_code(), now),
+        Err(e) => return fault(codec, 0, e.status_code(), now),
     };
     let handle = header(&request).request_handle;
     match serve(&request) {
-        Ok(response) => encode_or_fault(&codec, response_id, &response, handle, now),
-        Err(status) => fault(&codec, handle, status, now),
+        Ok(response) => encode_or_fault(codec, response_id, &response, handle, now),
+        Err(status) => fault(codec, handle, status, now),
     }
 }
 
@@ -238,10 +234,10 @@ impl SessionServices for StandardServices {
                 })
             }
             O::CallRequest_Encoding_DefaultBinary => {
-                let codec = BodyCodec::new();
+                let codec = BodyCodec::shared();
                 let request: CallRequest = match codec.decode_at(&body, at) {
                     Ok(r) => r,
-                    Err(e) => return Reply::Ready(fault(&codec, 0, e.status_code(), ctx.now)),
+                    Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), ctx.now)),
                 };
                 let space = space.clone();
                 // Method handlers are the application's async code: they run after this returns.
@@ -249,13 +245,13 @@ impl SessionServices for StandardServices {
                     let handle = request.request_header.request_handle;
                     match space.call(&ctx, &request).await {
                         Ok(response) => encode_or_fault(
-                            &codec,
+                            codec,
                             ObjectId::CallResponse_Encoding_DefaultBinary,
                             &response,
                             handle,
                             ctx.now,
                         ),
-                        Err(status) => fault(&codec, handle, status, ctx.now),
+                        Err(status) => fault(codec, handle, status, ctx.now),
                     }
                 }))
             }
@@ -336,17 +332,17 @@ impl SessionServices for StandardServices {
                 |r| self.with_engine(|e, _| e.transfer_subscriptions(&ctx, r))
             ),
             O::PublishRequest_Encoding_DefaultBinary => {
-                let codec = BodyCodec::new();
+                let codec = BodyCodec::shared();
                 match codec.decode_at::<PublishRequest>(&body, at) {
                     Ok(request) => self.publish(request, ctx),
-                    Err(e) => Reply::Ready(fault(&codec, 0, e.status_code(), ctx.now)),
+                    Err(e) => Reply::Ready(fault(codec, 0, e.status_code(), ctx.now)),
                 }
             }
             _ => {
-                let codec = BodyCodec::new();
+                let codec = BodyCodec::shared();
                 let handle = codec.decode_at::<RequestHeader>(&body, at).map_or(0, |h| h.request_handle);
                 tracing::debug!(?id, "unsupported service");
-                Reply::Ready(fault(&codec, handle, StatusCode::BadServiceUnsupported, ctx.now))
+                Reply::Ready(fault(codec, handle, StatusCode::BadServiceUnsupported, ctx.now))
             }
         }
     }

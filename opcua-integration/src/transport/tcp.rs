@@ -246,7 +246,7 @@ fn send_response(conn: &mut ServerConnection, request_id: u32, response: &[u8]) 
         // §6.7.2: BadResponseTooLarge) rather than nothing, which left the client waiting for its timeout.
         Err(e @ Error::ResponseTooLarge { .. }) => {
             tracing::warn!(request_id, error = %e, "response too large for the client; answering with a fault");
-            let fault = BodyCodec::new().fault_instead_of(response, e.status_code());
+            let fault = BodyCodec::shared().fault_instead_of(response, e.status_code());
             if let Err(e) = channel.send_response(request_id, &fault) {
                 tracing::warn!(request_id, error = %e, "could not send a fault");
             }

@@ -19,6 +19,7 @@ use certvault_opcua::client::{
     Client, ClientOptions, MonitoredItemSpec, Session, SessionOptions, SubscriptionParams, SubscriptionSettings,
     UserIdentity,
 };
+use certvault_opcua::server::session::MAX_FAILED_ACTIVATIONS;
 use certvault_opcua::server::user_token::{ANONYMOUS_POLICY_ID, USERNAME_POLICY_ID, X509_POLICY_ID};
 use certvault_opcua::server::{ServerBuilder, SessionLimits, SubscriptionLimits};
 use certvault_opcua::service::{BodyCodec, HasServiceResult};
@@ -322,20 +323,41 @@ async fn wrong_passwords_and_unknown_users_are_denied_alike() {
 
     // Timing: the standard forbids asserting on it (users::tests proves both paths run one Argon2id verification
     // of the same cost); measured over the socket and printed here.
+    // A session is closed after MAX_FAILED_ACTIVATIONS refusals, so each round uses a session of its own.
     let (mut wrong_times, mut unknown_times) = (Vec::new(), Vec::new());
     for _ in 0..20 {
+        let mut probe = create_raw(&f, &client).await.expect("CreateSession");
+        let probe_signature = sign(f.app.key(), f.server_certificate(), &probe.nonce).await;
+        let wrong = password_token(&f, OPERATOR, "not-the-password", &probe.nonce);
+        let unknown = password_token(&f, "nobody", OPERATOR_PASSWORD, &probe.nonce);
         for (token, times) in [(&wrong, &mut wrong_times), (&unknown, &mut unknown_times)] {
             let start = Instant::now();
-            let refused = activate_raw(&client, &mut raw, signature.clone(), token.clone(), no_signature()).await;
+            let refused =
+                activate_raw(&client, &mut probe, probe_signature.clone(), token.clone(), no_signature()).await;
             times.push(start.elapsed());
             assert_eq!(refused, Err(StatusCode::BadUserAccessDenied));
         }
+        close_raw(&client, &probe).await.expect("CloseSession of an unactivated session");
     }
     println!(
         "ActivateSession refusal over the socket, median of 20: wrong password {:?}, unknown user {:?}",
         median(wrong_times),
         median(unknown_times)
     );
+
+    // A guesser gets a few attempts per session: the last allowed refusal closes the session.
+    let mut guesser = create_raw(&f, &client).await.expect("CreateSession");
+    let guesser_signature = sign(f.app.key(), f.server_certificate(), &guesser.nonce).await;
+    let guess = password_token(&f, OPERATOR, "guess", &guesser.nonce);
+    for _ in 0..MAX_FAILED_ACTIVATIONS {
+        let refused =
+            activate_raw(&client, &mut guesser, guesser_signature.clone(), guess.clone(), no_signature()).await;
+        assert_eq!(refused, Err(StatusCode::BadUserAccessDenied));
+    }
+    assert_eq!(f.sessions(), 2, "the guesser's session is gone");
+    let right = password_token(&f, OPERATOR, OPERATOR_PASSWORD, &guesser.nonce);
+    let refused = activate_raw(&client, &mut guesser, guesser_signature, right, no_signature()).await;
+    assert_eq!(refused, Err(StatusCode::BadSessionIdInvalid), "not even the right password revives it");
 
     // The refusals changed nothing: the session is still there, and the right password activates it.
     assert_eq!(f.sessions(), 2);

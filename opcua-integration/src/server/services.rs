@@ -247,7 +247,13 @@ impl Services {
             };
             let principal = match checks.await {
                 Ok(Ok(p)) => p,
-                Ok(Err(status)) => return fault(codec, handle, status, now),
+                Ok(Err(status)) => {
+                    let closed = inner.sessions.lock().fail_activate(&token, now.instant);
+                    if let Some(id) = closed {
+                        inner.services.session_closed(&id, true);
+                    }
+                    return fault(codec, handle, status, now);
+                }
                 Err(_) => return fault(codec, handle, StatusCode::BadInternalError, now),
             };
             let nonce = inner.sessions.lock().finish_activate(&token, &activation, &channel, principal, now.instant);

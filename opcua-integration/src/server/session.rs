@@ -61,7 +61,14 @@ pub struct Session {
     pub last_activity: Instant,
     /// The identity once activated.
     pub principal: Option<Arc<Principal>>,
+    /// ActivateSession attempts refused so far.
+    pub failed_activations: u32,
 }
+
+/// Refused ActivateSession attempts after which the session is closed. Each attempt already costs a password hash;
+/// closing the session as well makes a guesser pay for a new CreateSession (a vault signature and a session slot)
+/// every few guesses instead of retrying on one session for ever.
+pub const MAX_FAILED_ACTIVATIONS: u32 = 5;
 
 impl Session {
     fn expires_at(&self) -> Instant {
@@ -172,6 +179,7 @@ impl SessionManager {
             timeout,
             last_activity: now,
             principal: None,
+            failed_activations: 0,
         };
         let created = CreatedSession {
             session_id: session.id.clone(),
@@ -242,6 +250,19 @@ impl SessionManager {
         session.principal = Some(Arc::new(principal));
         session.last_activity = now;
         Ok(nonce)
+    }
+
+    /// Counts a refused ActivateSession. Returns the session's id when this refusal closed the session (the caller
+    /// then tells the services, as for a timeout); an activated session keeps its identity and stays open.
+    pub fn fail_activate(&mut self, token: &NodeId, now: Instant) -> Option<NodeId> {
+        let session = self.live(token, now).ok()?;
+        session.failed_activations += 1;
+        if session.failed_activations < MAX_FAILED_ACTIVATIONS || session.principal.is_some() {
+            return None;
+        }
+        let session = self.sessions.remove(token)?;
+        tracing::warn!(session = %session.id, attempts = session.failed_activations, "session closed after refused activations");
+        Some(session.id)
     }
 
     /// The session a request's authentication token names, checked for activation and channel.
@@ -338,6 +359,29 @@ mod tests {
     ) -> Result<Vec<u8>, StatusCode> {
         let a = m.begin_activate(token, ch, now)?;
         m.finish_activate(token, &a, ch, Principal { name: name.into(), role: UserRole::Operator }, now)
+    }
+
+    #[test]
+    fn refused_activations_close_an_unactivated_session() {
+        let mut m = SessionManager::new(SessionLimits::default());
+        let t0 = Instant::now();
+        let c = m.create(&channel(1), "s", &[], &[], 60_000.0, t0).unwrap();
+        let tok = c.authentication_token.clone();
+        for _ in 1..MAX_FAILED_ACTIVATIONS {
+            assert_eq!(m.fail_activate(&tok, t0), None);
+        }
+        assert_eq!(m.fail_activate(&tok, t0), Some(c.session_id));
+        assert!(m.is_empty());
+        assert_eq!(activate(&mut m, &tok, &channel(1), "u", t0).unwrap_err(), StatusCode::BadSessionIdInvalid);
+
+        // An activated session keeps its identity through refused attempts to change it.
+        let c = m.create(&channel(1), "s", &[], &[], 60_000.0, t0).unwrap();
+        let tok = c.authentication_token.clone();
+        activate(&mut m, &tok, &channel(1), "u", t0).unwrap();
+        for _ in 0..MAX_FAILED_ACTIVATIONS {
+            assert_eq!(m.fail_activate(&tok, t0), None);
+        }
+        assert_eq!(m.lookup(&tok, 1, t0).unwrap().session_id, c.session_id);
     }
 
     #[test]

@@ -655,8 +655,19 @@ async fn operation_limits_and_responses_too_large() {
     let refused = session.read(vec![blob], TimestampsToReturn::Neither, 0.0).await.map_err(|e| e.status_code());
     assert_eq!(refused.err(), Some(StatusCode::BadResponseTooLarge));
     assert_alive(&session).await;
+
+    // The same through CreateSession's maxResponseMessageSize, on a channel that would carry the Blob.
+    let mut options = SessionOptions::new(f.channel_options());
+    options.max_response_message_size = 64 * 1024;
+    let limited = Session::connect(f.server.endpoint_url(), options).await.expect("session");
+    let blob = ReadValueId::from(f.server.nodes.blob.clone());
+    let refused = limited.read(vec![blob], TimestampsToReturn::Neither, 0.0).await.map_err(|e| e.status_code());
+    assert_eq!(refused.err(), Some(StatusCode::BadResponseTooLarge));
+    assert_alive(&limited).await;
+    let blob = ReadValueId::from(f.server.nodes.blob.clone());
+    assert!(witness.read(vec![blob], TimestampsToReturn::Neither, 0.0).await.is_ok(), "no limit, no refusal");
     assert_alive(&witness).await;
-    assert_eq!(f.sessions(), 2);
+    assert_eq!(f.sessions(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,23 @@ impl std::fmt::Debug for Services {
     }
 }
 
+/// Replaces a response larger than the session's maxResponseMessageSize (0 = no limit) by a BadResponseTooLarge
+/// fault (Part 4 §5.6.2): the client said it cannot take more, and the channel limit may be larger.
+fn within_response_limit(reply: Reply, limit: u32, handle: u32, now: Now) -> Reply {
+    let check = move |body: Vec<u8>| {
+        if limit == 0 || body.len() <= limit as usize {
+            return body;
+        }
+        tracing::debug!(len = body.len(), limit, "response over the session's maxResponseMessageSize");
+        fault(BodyCodec::shared(), handle, StatusCode::BadResponseTooLarge, now)
+    };
+    match reply {
+        Reply::Ready(body) => Reply::Ready(check(body)),
+        Reply::Later(later) if limit != 0 => Reply::Later(Box::pin(async move { check(later.await) })),
+        later => later,
+    }
+}
+
 /// A ServiceFault for the request with `handle`.
 pub fn fault(codec: &BodyCodec, handle: u32, status: StatusCode, now: Now) -> Vec<u8> {
     let fault =
@@ -157,14 +174,21 @@ impl Services {
                 return Reply::Ready(fault(codec, handle, StatusCode::BadCertificateUriInvalid, now));
             }
         }
-        let created = self.inner.sessions.lock().create(
-            channel,
-            request.session_name.as_ref(),
-            request.client_nonce.value.as_deref().unwrap_or_default(),
-            &client_cert,
-            request.requested_session_timeout,
-            now.instant,
-        );
+        let created = {
+            let mut sessions = self.inner.sessions.lock();
+            let created = sessions.create(
+                channel,
+                request.session_name.as_ref(),
+                request.client_nonce.value.as_deref().unwrap_or_default(),
+                &client_cert,
+                request.requested_session_timeout,
+                now.instant,
+            );
+            if let Ok(c) = &created {
+                sessions.limit_responses(&c.authentication_token, request.max_response_message_size);
+            }
+            created
+        };
         let created = match created {
             Ok(c) => c,
             Err(status) => return Reply::Ready(fault(codec, handle, status, now)),
@@ -404,8 +428,10 @@ impl ServiceHandler for Services {
                 );
                 match session {
                     Ok(session) => {
+                        let limit = session.max_response_message_size;
                         let ctx = RequestContext { principal: session.principal, session_id: session.session_id, now };
-                        self.inner.services.handle(id, body, at, ctx, channel)
+                        let reply = self.inner.services.handle(id, body, at, ctx, channel);
+                        within_response_limit(reply, limit, header.request_handle, now)
                     }
                     Err(status) => Reply::Ready(fault(codec, header.request_handle, status, now)),
                 }

@@ -63,6 +63,8 @@ pub struct Session {
     pub principal: Option<Arc<Principal>>,
     /// ActivateSession attempts refused so far.
     pub failed_activations: u32,
+    /// The largest response body the client accepts (CreateSession's maxResponseMessageSize; 0 = no limit).
+    pub max_response_message_size: u32,
 }
 
 /// Refused ActivateSession attempts after which the session is closed. Each attempt already costs a password hash;
@@ -113,6 +115,8 @@ pub struct SessionRef {
     pub session_id: NodeId,
     /// Who is calling.
     pub principal: Arc<Principal>,
+    /// The largest response body the client accepts (0 = no limit).
+    pub max_response_message_size: u32,
 }
 
 /// Every session of a server.
@@ -180,6 +184,7 @@ impl SessionManager {
             last_activity: now,
             principal: None,
             failed_activations: 0,
+            max_response_message_size: 0,
         };
         let created = CreatedSession {
             session_id: session.id.clone(),
@@ -252,6 +257,13 @@ impl SessionManager {
         Ok(nonce)
     }
 
+    /// Records CreateSession's maxResponseMessageSize for the session's later responses.
+    pub fn limit_responses(&mut self, token: &NodeId, max_response_message_size: u32) {
+        if let Some(session) = self.sessions.get_mut(token) {
+            session.max_response_message_size = max_response_message_size;
+        }
+    }
+
     /// Counts a refused ActivateSession. Returns the session's id when this refusal closed the session (the caller
     /// then tells the services, as for a timeout); an activated session keeps its identity and stays open.
     pub fn fail_activate(&mut self, token: &NodeId, now: Instant) -> Option<NodeId> {
@@ -273,7 +285,11 @@ impl SessionManager {
             return Err(StatusCode::BadSecureChannelIdInvalid);
         }
         session.last_activity = now;
-        Ok(SessionRef { session_id: session.id.clone(), principal })
+        Ok(SessionRef {
+            session_id: session.id.clone(),
+            principal,
+            max_response_message_size: session.max_response_message_size,
+        })
     }
 
     /// Closes the session; returns its id.

@@ -63,6 +63,8 @@ pub fn server_nonce(policy: SecurityPolicy) -> Vec<u8> {
 
 /// Client and server limits after the default Hello/Acknowledge.
 pub fn limits() -> (Negotiated, Negotiated) {
+    // invariant: the default limits and a constant ASCII endpoint URL always make a valid Hello, and the defaults
+    // accept their own Hello; a failure here is a bug in `Limits::default`, caught by the fuzz harness at start-up.
     let l = Limits::default();
     let hello = l.hello("opc.tcp://localhost:4840").expect("default Hello");
     let (ack, server) = l.acknowledge(&hello).expect("default Acknowledge");

@@ -5,7 +5,9 @@
 //! when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod machine;
+pub mod proxy;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};

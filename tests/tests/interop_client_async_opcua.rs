@@ -7,25 +7,24 @@
 //! then: endpoint discovery, a wrong password, a dropped connection and a restarted server with the subscription
 //! stream continuing. Run with `--nocapture` to see the matrix.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use certvault_opcua::channel::asymmetric::LocalIdentity;
 use certvault_opcua::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
 use certvault_opcua::client::{
     ClientOptions, ConnectionState, DataChange, EndpointFilter, MonitoredItemSpec, ReconnectPolicy, Session,
-    SessionOptions, SubscriptionParams, SubscriptionStream, UserIdentity,
+    SessionOptions, UserIdentity,
 };
+use certvault_tests::client::{fast_subscription, next_changes, wait_state};
+use certvault_tests::proxy::Proxy;
 use certvault_tests::{identity, init_tracing, matrix_cases, self_signed, Matrix, PeerPki, Vaultd, STEP_TIMEOUT};
-use futures_util::StreamExt;
 use opcua::server::address_space::{MethodBuilder, VariableBuilder};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
 use opcua::server::{ServerEndpoint, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
 use opcua::types::{DataTypeId, DataValue, NodeId, QualifiedName, StatusCode, Variant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 const PEER_SERVER_URI: &str = "urn:async-opcua:interop:server";
@@ -210,28 +209,6 @@ impl Fixture {
     }
 }
 
-fn fast_subscription() -> SubscriptionParams {
-    SubscriptionParams {
-        publishing_interval: Duration::from_millis(100),
-        max_keep_alive_count: 10,
-        lifetime_count: 300,
-        ..Default::default()
-    }
-}
-
-async fn next_changes(stream: &mut SubscriptionStream, n: usize, within: Duration) -> Result<Vec<DataChange>, String> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while got.len() < n {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(change)) => got.push(change),
-            Ok(None) => return Err(format!("the stream ended after {} changes", got.len())),
-            Err(_) => return Err(format!("{} of {n} data changes in {within:?}", got.len())),
-        }
-    }
-    Ok(got)
-}
-
 fn counter_value(change: &DataChange) -> Option<i32> {
     match change.value.value {
         Some(Variant::Int32(v)) => Some(v),
@@ -360,65 +337,6 @@ async fn client_wrong_password_interop() {
     assert!(rows.failures().is_empty(), "failed cases: {:#?}", rows.failures());
 }
 
-/// A TCP proxy whose connections a test can cut, and whose backend it can switch (a restarted server).
-struct Proxy {
-    port: u16,
-    backend: Arc<parking_lot::Mutex<SocketAddr>>,
-    connections: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(backend: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let backend = Arc::new(parking_lot::Mutex::new(backend));
-        let connections = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let (b, c) = (backend.clone(), connections.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = *b.lock();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().push(task);
-            }
-        });
-        Proxy { port, backend, connections, accept }
-    }
-
-    fn url(&self) -> String {
-        format!("opc.tcp://127.0.0.1:{}/", self.port)
-    }
-
-    /// Cuts every open connection: both sockets close, as when a network path dies.
-    fn cut(&self) {
-        for task in self.connections.lock().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-// The binding ends the borrow of the receiver before it drops (edition 2021 drops tail temporaries last).
-#[allow(clippy::let_and_return)]
-async fn wait_state(session: &Session, wanted: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
-    let mut state = session.state();
-    let reached = tokio::time::timeout(STEP_TIMEOUT, state.wait_for(|s| wanted(s))).await;
-    let reached = reached.expect("state in time").expect("state channel").clone();
-    reached
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reconnect_keeps_the_subscription_interop() {
     init_tracing();
@@ -464,7 +382,7 @@ async fn client_reconnect_keeps_the_subscription_interop() {
     // 2. The server restarts (new process state, same certificate): the session is gone, a new one is created and
     //    the subscription made again; the same stream goes on.
     let restarted = fixture.server().await;
-    *proxy.backend.lock() = format!("127.0.0.1:{}", restarted.port).parse().expect("addr");
+    proxy.switch_to(format!("127.0.0.1:{}", restarted.port).parse().expect("addr"));
     server.stop().await;
     proxy.cut();
     wait_state(&session, |s| matches!(s, ConnectionState::Reconnecting { .. })).await;

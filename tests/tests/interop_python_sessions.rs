@@ -21,9 +21,9 @@ use std::time::Duration;
 use certvault_opcua::channel::asymmetric::LocalIdentity;
 use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
 use certvault_opcua::client::{
-    ClientOptions, DataChange, MonitoredItemSpec, Session, SessionOptions, SubscriptionParams, SubscriptionStream,
-    UserIdentity,
+    ClientOptions, MonitoredItemSpec, Session, SessionOptions, SubscriptionParams, UserIdentity,
 };
+use certvault_tests::client::next_changes;
 use certvault_tests::machine::{MachineServer, OPERATOR, OPERATOR_PASSWORD, PEER_CERT_USER};
 use certvault_tests::{identity, init_tracing, matrix_cases, self_signed, Matrix, Vaultd};
 use futures_util::StreamExt;
@@ -392,19 +392,6 @@ impl OurSide {
             ("x509", UserIdentity::x509(self.user_certificate.clone(), self.user_key.clone())),
         ]
     }
-}
-
-async fn next_changes(stream: &mut SubscriptionStream, n: usize, within: Duration) -> Result<Vec<DataChange>, String> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while got.len() < n {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(change)) => got.push(change),
-            Ok(None) => return Err(format!("the stream ended after {} changes", got.len())),
-            Err(_) => return Err(format!("{} of {n} data changes in {within:?}", got.len())),
-        }
-    }
-    Ok(got)
 }
 
 /// One session against the asyncua server: read, write + read back (under `setpoint`, as cells run at once),

@@ -13,26 +13,24 @@
 //!
 //! Run with `--nocapture` to see the matrix.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certvault_opcua::channel::asymmetric::LocalIdentity;
 use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
 use certvault_opcua::client::{
     ClientOptions, ConnectionState, DataChange, EndpointFilter, MonitoredItemSpec, ReconnectPolicy, Session,
-    SessionOptions, SubscriptionParams, SubscriptionSettings, SubscriptionStream, UserIdentity,
+    SessionOptions, SubscriptionSettings, UserIdentity,
 };
 use certvault_opcua::server::SessionLimits;
+use certvault_tests::client::{fast_subscription, next_changes, wait_state};
 use certvault_tests::machine::{MachineServer, OPERATOR, OPERATOR_PASSWORD};
+use certvault_tests::proxy::Proxy;
 use certvault_tests::{identity, init_tracing, matrix_cases, Matrix, Vaultd, STEP_TIMEOUT};
 use futures_util::StreamExt;
 use opcua_types::{
     DataChangeNotification, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters,
     ReadValueId, StatusCode, TimestampsToReturn, Variant,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 const OUR_CLIENT_URI: &str = "urn:certvault:test:client";
 /// Sessions of the matrix at a time.
@@ -84,28 +82,6 @@ impl Fixture {
             ),
         ]
     }
-}
-
-fn fast_subscription() -> SubscriptionParams {
-    SubscriptionParams {
-        publishing_interval: Duration::from_millis(100),
-        max_keep_alive_count: 10,
-        lifetime_count: 300,
-        ..Default::default()
-    }
-}
-
-async fn next_changes(stream: &mut SubscriptionStream, n: usize, within: Duration) -> Result<Vec<DataChange>, String> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while got.len() < n {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(change)) => got.push(change),
-            Ok(None) => return Err(format!("the stream ended after {} changes", got.len())),
-            Err(_) => return Err(format!("{} of {n} data changes in {within:?}", got.len())),
-        }
-    }
-    Ok(got)
 }
 
 fn counter_values(changes: &[DataChange]) -> Vec<i64> {
@@ -241,62 +217,6 @@ async fn sessions_discovery_picks_the_strongest_endpoint() {
     assert_eq!(endpoint.security_mode, MessageSecurityMode::SignAndEncrypt);
     session.write_value(&fixture.server.nodes.setpoint, 7.0f64).await.expect("write over the chosen endpoint");
     session.close().await.expect("close");
-}
-
-/// A TCP proxy whose connections a test can cut.
-struct Proxy {
-    port: u16,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(backend: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let c = connections.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(backend).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().expect("lock").push(task);
-            }
-        });
-        Proxy { port, connections, accept }
-    }
-
-    fn url(&self) -> String {
-        format!("opc.tcp://127.0.0.1:{}/", self.port)
-    }
-
-    /// Cuts every open connection: both sockets close, as when a network path dies.
-    fn cut(&self) {
-        for task in self.connections.lock().expect("lock").drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-// The binding ends the borrow of the receiver before it drops (edition 2021 drops tail temporaries last).
-#[allow(clippy::let_and_return)]
-async fn wait_state(session: &Session, wanted: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
-    let mut state = session.state();
-    let reached = tokio::time::timeout(STEP_TIMEOUT, state.wait_for(|s| wanted(s))).await;
-    let reached = reached.expect("state in time").expect("state channel").clone();
-    reached
 }
 
 /// Polls a condition of the server that no event reports (its session table, its connections), bounded.

@@ -6,6 +6,7 @@
 //! An OPN message is always one chunk, and with any policy but None it is signed and encrypted even in Sign mode.
 
 use std::fmt;
+use std::sync::Arc;
 
 use certvault::{KeyAlgorithm, PublicKey, SharedKey};
 
@@ -125,9 +126,15 @@ impl LocalIdentity {
     }
 }
 
-/// The peer's certificate, parsed once: its leaf, public key and thumbprint.
+/// The peer's certificate, parsed once: its leaf, public key and thumbprint. Cheap to clone (shared): every request
+/// of a channel hands it to the service layer.
 #[derive(Clone, Debug)]
 pub struct PeerCertificate {
+    inner: Arc<ParsedPeer>,
+}
+
+#[derive(Debug)]
+struct ParsedPeer {
     chain: Vec<u8>,
     leaf_len: usize,
     public_key: PublicKey,
@@ -140,27 +147,29 @@ impl PeerCertificate {
     pub fn from_der(chain: &[u8]) -> Result<Self> {
         let leaf = leaf_certificate(chain)?;
         let public_key = PublicKey::from_certificate(leaf).map_err(|e| Error::CertificateInvalid(e.to_string()))?;
-        Ok(PeerCertificate { chain: chain.to_vec(), leaf_len: leaf.len(), public_key, thumbprint: thumbprint(leaf) })
+        let parsed =
+            ParsedPeer { chain: chain.to_vec(), leaf_len: leaf.len(), public_key, thumbprint: thumbprint(leaf) };
+        Ok(PeerCertificate { inner: Arc::new(parsed) })
     }
 
     /// The DER leaf certificate.
     pub fn certificate(&self) -> &[u8] {
-        self.chain.get(..self.leaf_len).unwrap_or_default()
+        self.inner.chain.get(..self.inner.leaf_len).unwrap_or_default()
     }
 
     /// The whole chain as received.
     pub fn certificate_chain(&self) -> &[u8] {
-        &self.chain
+        &self.inner.chain
     }
 
     /// The leaf's public key.
     pub fn public_key(&self) -> &PublicKey {
-        &self.public_key
+        &self.inner.public_key
     }
 
     /// SHA-1 of the leaf.
     pub fn thumbprint(&self) -> &[u8; THUMBPRINT_LEN] {
-        &self.thumbprint
+        &self.inner.thumbprint
     }
 }
 

@@ -71,7 +71,7 @@ use crate::pki::{check_own_certificate, check_peer_certificate, limits_for, Iden
 use crate::pki::{Cert, ValidationOptions};
 use crate::service::{BodyCodec, HasServiceResult};
 use crate::transport::connection::ClientHandshake;
-use crate::transport::tcp::{self, on_blocking, read_some, sleep_until};
+use crate::transport::tcp::{self, on_blocking, read_some};
 use crate::transport::uacp::{FrameDecoder, Limits, Negotiated};
 use crate::transport::url::OpcTcpUrl;
 
@@ -474,6 +474,7 @@ async fn run(
     let mut core = Some(channel);
     let mut pending: Pending = HashMap::new();
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut timer = tcp::Deadline::new();
     let outcome: Result<()> = async {
         loop {
             let Some(channel) = core.as_mut() else { return Err(Error::ChannelClosed) };
@@ -510,7 +511,7 @@ async fn run(
                     }
                     None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
                 },
-                () = sleep_until(deadline) => {
+                () = timer.wait(deadline) => {
                     // Renewal signs a new OpenSecureChannel request: a vault call.
                     let Some(taken) = core.take() else { return Err(Error::ChannelClosed) };
                     let (back, renewed) = on_blocking(taken, |c| c.handle_timeout(Now::system())).await?;

@@ -28,7 +28,7 @@ use super::services::{encode_or_fault, fault, SessionServices};
 use super::subscriptions::{Sampler, SubscriptionEngine, SubscriptionLimits};
 use crate::channel::secure_channel::Now;
 use crate::service::BodyCodec;
-use crate::transport::tcp::{sleep_until, ChannelInfo, Reply};
+use crate::transport::tcp::{ChannelInfo, Deadline, Reply};
 
 /// The address space as the subscription engine's source of samples.
 struct SpaceSampler<'a>(&'a AddressSpace);
@@ -376,6 +376,7 @@ impl SessionServices for StandardServices {
 
 /// The engine's driver: wakes at the engine's deadline or when a request changed something.
 async fn drive(engine: Arc<Engine>, space: SharedAddressSpace) {
+    let mut timer = Deadline::new();
     loop {
         let deadline = {
             let guard = space.read_guard();
@@ -385,7 +386,7 @@ async fn drive(engine: Arc<Engine>, space: SharedAddressSpace) {
             e.poll_timeout()
         };
         tokio::select! {
-            () = sleep_until(deadline) => {}
+            () = timer.wait(deadline) => {}
             () = engine.wake.notified() => {}
         }
     }

@@ -6,7 +6,7 @@
 //! (vaultd, a PKCS#11 token) never stalls the async workers that serve every other channel.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,11 +88,36 @@ pub async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Option<
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
-pub async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
+/// A timer a driver loop waits on every turn. Re-arming it to the deadline it already has costs nothing, so a
+/// connection does not register and cancel a timer per message (the deadlines of a channel change only when a token
+/// is issued or renewed).
+#[derive(Debug)]
+pub struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    at: Option<Instant>,
+}
+
+impl Default for Deadline {
+    fn default() -> Self {
+        Deadline::new()
+    }
+}
+
+impl Deadline {
+    /// An unarmed timer.
+    pub fn new() -> Self {
+        // Armed lazily: the first `wait` with a deadline resets it.
+        Deadline { sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))), at: None }
+    }
+
+    /// Completes at `deadline`, or never without one.
+    pub async fn wait(&mut self, deadline: Option<Instant>) {
+        let Some(at) = deadline else { return std::future::pending().await };
+        if self.at != Some(at) {
+            self.sleep.as_mut().reset(at.into());
+            self.at = Some(at);
+        }
+        self.sleep.as_mut().await
     }
 }
 
@@ -165,6 +190,7 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
     let mut buf = vec![0u8; READ_CHUNK];
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut channel_id = None;
+    let mut timer = Deadline::new();
     let result = loop {
         if let Err(e) = process(&mut core, handler, &mut pending, &mut channel_id).await {
             tracing::debug!(error = %e, "connection step failed");
@@ -183,7 +209,7 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
             Some((request_id, response)) = pending.next(), if !pending.is_empty() => {
                 send_response(conn, request_id, &response);
             }
-            () = sleep_until(deadline) => {
+            () = timer.wait(deadline) => {
                 // Server-side timeouts (hello, token expiry) never call the vault.
                 if let Err(e) = conn.handle_timeout(Now::system()) {
                     tracing::debug!(error = %e, "connection timed out");

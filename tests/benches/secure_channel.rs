@@ -17,8 +17,9 @@
 //! Every key and certificate is made at run time; every child process is stopped by a drop guard, also on panic.
 #![forbid(unsafe_code)]
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+mod common;
+use common::*;
+
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -163,96 +164,6 @@ impl Drop for ServerProcess {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Client process
-
-fn env_flag(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn taskset_available() -> bool {
-    Command::new("taskset").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// The CPUs this process may run on, from /proc/self/status.
-fn cpus_allowed() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned())))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// CPUs of the machine (not of this process, which `taskset` may have narrowed).
-fn cpus_online() -> usize {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// Busy and total jiffies of the whole machine (/proc/stat), and the CPU jiffies of this process and its waited-for
-/// children (/proc/self/stat: utime, stime, cutime, cstime).
-#[derive(Clone, Copy, Default)]
-struct CpuSnapshot {
-    machine_busy: u64,
-    machine_total: u64,
-    own: u64,
-}
-
-impl CpuSnapshot {
-    fn take() -> CpuSnapshot {
-        let mut snap = CpuSnapshot::default();
-        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(str::to_owned))
-        {
-            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal (guest time is already in user).
-            let total: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            snap.machine_total = total;
-            snap.machine_busy = total.saturating_sub(idle);
-        }
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the parenthesised command name; utime is field 14 overall, i.e. index 11 here.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-            snap.own = f.iter().skip(11).take(4).sum();
-        }
-        snap
-    }
-
-    /// Share of the machine's CPU time, between `self` and `later`, used by processes outside this benchmark.
-    fn others_share(&self, later: &CpuSnapshot) -> f64 {
-        let total = later.machine_total.saturating_sub(self.machine_total).max(1) as f64;
-        let busy = later.machine_busy.saturating_sub(self.machine_busy) as f64;
-        let own = later.own.saturating_sub(self.own) as f64;
-        ((busy - own) / total).max(0.0)
-    }
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
-}
 
 fn client_main() {
     let cpus = cpus_online();
@@ -566,7 +477,7 @@ async fn measure_messages(server: &ServerProcess, identity: &LocalIdentity, quic
             chunks_per_message: size.div_ceil(max_body),
             round_trips: times.len(),
             total,
-            median: percentile(&mut times, 50),
+            median: percentile(&times, 50),
         });
     }
     let state = client.channel_state();
@@ -582,20 +493,6 @@ async fn measure_messages(server: &ServerProcess, identity: &LocalIdentity, quic
 fn chunk_body_len() -> usize {
     let (sealer, _) = symmetric_pair();
     sealer.layout().max_body_len(Limits::default().send_buffer_size as usize).expect("chunk body length")
-}
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let state = RandomState::new();
-    let mut out = Vec::with_capacity(n + 8);
-    let mut counter = 0u64;
-    while out.len() < n {
-        let mut h = state.build_hasher();
-        h.write_u64(counter);
-        out.extend_from_slice(&h.finish().to_le_bytes());
-        counter += 1;
-    }
-    out.truncate(n);
-    out
 }
 
 /// A sealer and an opener of one direction of a fresh Basic256Sha256 token (keys derived from random nonces).
@@ -665,17 +562,6 @@ fn measure_limits(quick: bool) -> Vec<LimitRow> {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Report
-
-fn percentile(times: &mut [Duration], p: usize) -> Duration {
-    times.sort_unstable();
-    // Nearest rank.
-    let rank = (p * times.len()).div_ceil(100).max(1);
-    times[rank - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn size_name(size: usize) -> String {
     if size >= 1024 * KIB {

@@ -125,18 +125,8 @@ impl PeerServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let tokens = [ANONYMOUS_USER_TOKEN_ID.to_owned()];
-        let (server, handle) = opcua::server::ServerBuilder::new()
-            .application_name("async-opcua sessbench server")
-            .application_uri(PEER_SERVER_URI)
-            .product_uri("urn:async-opcua:sessbench")
-            .pki_dir(pki.path())
-            .certificate_path(pki.path().join("own/cert.der"))
-            .private_key_path(pki.path().join("private/private.pem"))
-            .create_sample_keypair(false)
-            .trust_client_certs(true)
-            .host("127.0.0.1")
-            .port(port)
-            .discovery_urls(vec!["/".to_owned()])
+        let (server, handle) = pki
+            .server_builder("async-opcua sessbench server", PEER_SERVER_URI, "urn:async-opcua:sessbench", port)
             .max_message_size(BIG_MESSAGE)
             .max_chunk_count(BIG_CHUNKS)
             .max_byte_string_length(BIG_BYTE_STRING)
@@ -380,16 +370,8 @@ struct Clients {
 impl Clients {
     async fn new(our_identity: LocalIdentity, servers: &ServerProcess) -> Result<Clients> {
         let pki = PeerPki::new("async-opcua sessbench client", PEER_CLIENT_URI);
-        let peer = opcua::client::ClientBuilder::new()
-            .application_name("async-opcua sessbench client")
-            .application_uri(PEER_CLIENT_URI)
-            .product_uri("urn:async-opcua:sessbench")
-            .pki_dir(pki.path())
-            .certificate_path(pki.path().join("own/cert.der"))
-            .private_key_path(pki.path().join("private/private.pem"))
-            .create_sample_keypair(false)
-            .trust_server_certs(true)
-            .session_retry_limit(0)
+        let peer = pki
+            .client_builder("async-opcua sessbench client", PEER_CLIENT_URI, "urn:async-opcua:sessbench")
             .max_message_size(BIG_MESSAGE)
             .max_chunk_count(BIG_CHUNKS)
             .max_byte_string_length(BIG_BYTE_STRING)

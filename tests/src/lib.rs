@@ -207,6 +207,43 @@ impl PeerPki {
         self.dir.path()
     }
 
+    /// An async-opcua client builder with this PKI as its identity, trusting any server (our tests decide trust on
+    /// our side) and without session retries (a refused case must fail at once).
+    pub fn client_builder(&self, name: &str, application_uri: &str, product_uri: &str) -> opcua::client::ClientBuilder {
+        opcua::client::ClientBuilder::new()
+            .application_name(name)
+            .application_uri(application_uri)
+            .product_uri(product_uri)
+            .pki_dir(self.path())
+            .certificate_path(self.path().join("own/cert.der"))
+            .private_key_path(self.path().join("private/private.pem"))
+            .create_sample_keypair(false)
+            .trust_server_certs(true)
+            .session_retry_limit(0)
+    }
+
+    /// An async-opcua server builder with this PKI as its identity, trusting any client, on 127.0.0.1:`port`.
+    pub fn server_builder(
+        &self,
+        name: &str,
+        application_uri: &str,
+        product_uri: &str,
+        port: u16,
+    ) -> opcua::server::ServerBuilder {
+        opcua::server::ServerBuilder::new()
+            .application_name(name)
+            .application_uri(application_uri)
+            .product_uri(product_uri)
+            .pki_dir(self.path())
+            .certificate_path(self.path().join("own/cert.der"))
+            .private_key_path(self.path().join("private/private.pem"))
+            .create_sample_keypair(false)
+            .trust_client_certs(true)
+            .host("127.0.0.1")
+            .port(port)
+            .discovery_urls(vec!["/".to_owned()])
+    }
+
     /// Trusts `certificate` (DER) as async-opcua expects: a file in `trusted/`.
     pub fn trust(&self, name: &str, certificate: &[u8]) {
         std::fs::write(self.dir.path().join("trusted").join(format!("{name}.der")), certificate).expect("trust");

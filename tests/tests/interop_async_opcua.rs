@@ -63,16 +63,8 @@ async fn async_opcua_client_against_our_server_interop() {
         .await
         .expect("server");
 
-    let peer = opcua::client::ClientBuilder::new()
-        .application_name("async-opcua interop client")
-        .application_uri(PEER_CLIENT_URI)
-        .product_uri("urn:async-opcua:interop")
-        .pki_dir(pki.path())
-        .certificate_path(pki.path().join("own/cert.der"))
-        .private_key_path(pki.path().join("private/private.pem"))
-        .create_sample_keypair(false)
-        .trust_server_certs(true)
-        .session_retry_limit(0)
+    let peer = pki
+        .client_builder("async-opcua interop client", PEER_CLIENT_URI, "urn:async-opcua:interop")
         .client()
         .expect("async-opcua client");
 
@@ -110,18 +102,8 @@ async fn our_client_against_async_opcua_server_interop() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let user_tokens = [opcua::server::ANONYMOUS_USER_TOKEN_ID.to_owned()];
-    let mut builder = opcua::server::ServerBuilder::new()
-        .application_name("async-opcua interop server")
-        .application_uri(PEER_SERVER_URI)
-        .product_uri("urn:async-opcua:interop")
-        .pki_dir(pki.path())
-        .certificate_path(pki.path().join("own/cert.der"))
-        .private_key_path(pki.path().join("private/private.pem"))
-        .create_sample_keypair(false)
-        .trust_client_certs(true)
-        .host("127.0.0.1")
-        .port(port)
-        .discovery_urls(vec!["/".to_owned()]);
+    let mut builder =
+        pki.server_builder("async-opcua interop server", PEER_SERVER_URI, "urn:async-opcua:interop", port);
     for (i, (policy, mode)) in matrix_cases().into_iter().enumerate() {
         builder = builder.add_endpoint(
             format!("e{i}"),

@@ -143,16 +143,8 @@ async fn async_opcua_client_sessions_against_our_server_interop() {
     let pki = PeerPki::new("async-opcua client", PEER_CLIENT_URI);
     server.pki.trust(&pki.certificate).expect("trust the peer");
 
-    let mut peer = opcua::client::ClientBuilder::new()
-        .application_name("async-opcua interop client")
-        .application_uri(PEER_CLIENT_URI)
-        .product_uri("urn:async-opcua:interop")
-        .pki_dir(pki.path())
-        .certificate_path(pki.path().join("own/cert.der"))
-        .private_key_path(pki.path().join("private/private.pem"))
-        .create_sample_keypair(false)
-        .trust_server_certs(true)
-        .session_retry_limit(0)
+    let mut peer = pki
+        .client_builder("async-opcua interop client", PEER_CLIENT_URI, "urn:async-opcua:interop")
         .client()
         .expect("async-opcua client");
 

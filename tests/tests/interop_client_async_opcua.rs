@@ -46,18 +46,8 @@ impl PeerServer {
     async fn start(pki: &PeerPki, user_cert: &Path, listener: TcpListener) -> PeerServer {
         let port = listener.local_addr().expect("addr").port();
         let tokens = [ANONYMOUS_USER_TOKEN_ID.to_owned(), "user".to_owned(), "x509".to_owned()];
-        let mut builder = opcua::server::ServerBuilder::new()
-            .application_name("async-opcua interop server")
-            .application_uri(PEER_SERVER_URI)
-            .product_uri("urn:async-opcua:interop")
-            .pki_dir(pki.path())
-            .certificate_path(pki.path().join("own/cert.der"))
-            .private_key_path(pki.path().join("private/private.pem"))
-            .create_sample_keypair(false)
-            .trust_client_certs(true)
-            .host("127.0.0.1")
-            .port(port)
-            .discovery_urls(vec!["/".to_owned()])
+        let mut builder = pki
+            .server_builder("async-opcua interop server", PEER_SERVER_URI, "urn:async-opcua:interop", port)
             .add_user_token("user", ServerUserToken::user_pass(USER, PASSWORD))
             .add_user_token("x509", ServerUserToken::x509("x509-user", user_cert))
             .with_node_manager(simple_node_manager(

@@ -33,30 +33,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certvault_opcua::channel::policy::SecurityPolicy;
+pub use certvault_opcua::config_file::IdentitySection;
+use certvault_opcua::config_file::{load_with, parse_toml, resolve, AsFileError, FileError};
 use serde::Deserialize;
 
 /// Why machine-b's configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientConfigError {
-    /// The file cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
-    /// Not TOML of the expected shape.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The file cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A value that parses but cannot be used.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl AsFileError for ClientConfigError {
+    fn as_file_error_mut(&mut self) -> Option<&mut FileError> {
+        match self {
+            ClientConfigError::File(e) => Some(e),
+            ClientConfigError::Invalid(_) => None,
+        }
+    }
 }
 
 /// The parsed file.
@@ -93,16 +91,6 @@ pub struct ClientSection {
 
 fn default_name() -> String {
     "Machine B".into()
-}
-
-/// `[identity]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentitySection {
-    /// Key URI (`vaultd:` or `pkcs11:`).
-    pub key: String,
-    /// Certificate chain file (DER).
-    pub certificate: PathBuf,
 }
 
 /// `[security]`.
@@ -187,19 +175,12 @@ pub enum UserChoice {
 impl ClientConfig {
     /// Reads and checks a file.
     pub fn load(path: &Path) -> Result<Self, ClientConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ClientConfigError::Io { path: path.into(), source })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, &base).map_err(|e| match e {
-            ClientConfigError::Parse { message, .. } => ClientConfigError::Parse { path: path.into(), message },
-            other => other,
-        })
+        load_with(path, Self::parse)
     }
 
     /// Parses text whose relative paths are relative to `base`, and checks every value.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ClientConfigError> {
-        let mut config: ClientConfig = toml::from_str(text)
-            .map_err(|e| ClientConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let mut config: ClientConfig = parse_toml(text)?;
         config.base = base.to_path_buf();
         if !config.client.server_url.starts_with("opc.tcp://") {
             return Err(ClientConfigError::Invalid(format!(
@@ -224,11 +205,7 @@ impl ClientConfig {
 
     /// `path` relative to the file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        }
+        resolve(&self.base, path)
     }
 
     /// The allowed policies, strongest first. None is refused.

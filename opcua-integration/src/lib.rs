@@ -34,6 +34,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod config_file;
 pub mod error;
 pub mod pki;
 pub mod server;

@@ -42,27 +42,16 @@ use serde::Deserialize;
 
 use super::{ServerBuilder, SessionLimits, SubscriptionLimits, UserDatabase, UserTokenKinds};
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
+pub use crate::config_file::IdentitySection;
+use crate::config_file::{load_with, parse_toml, resolve, AsFileError, FileError};
 use crate::pki::PkiStore;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
-    /// Not TOML of the expected shape.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The file, or a file it names, cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A value that parses but cannot be used.
     #[error("configuration: {0}")]
     Invalid(String),
@@ -88,6 +77,15 @@ pub enum ConfigError {
     /// The server identity (certificate and key) does not fit.
     #[error("identity: {0}")]
     Identity(#[from] crate::Error),
+}
+
+impl AsFileError for ConfigError {
+    fn as_file_error_mut(&mut self) -> Option<&mut FileError> {
+        match self {
+            ConfigError::File(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The parsed configuration file.
@@ -127,16 +125,6 @@ pub struct ServerSection {
     /// The ProductUri.
     #[serde(default)]
     pub product_uri: Option<String>,
-}
-
-/// `[identity]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentitySection {
-    /// The key URI (`vaultd:` or `pkcs11:`).
-    pub key: String,
-    /// The certificate chain file (DER).
-    pub certificate: PathBuf,
 }
 
 /// `[security]`.
@@ -216,18 +204,12 @@ pub fn parse_mode(name: &str) -> Result<SecurityMode, ConfigError> {
 impl ConfigFile {
     /// Reads and checks a configuration file (nothing is opened yet).
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, &base).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
-            other => other,
-        })
+        load_with(path, Self::parse)
     }
 
     /// Parses configuration text whose relative paths are relative to `base`.
     pub fn parse(text: &str, base: &Path) -> Result<ConfigFile, ConfigError> {
-        let mut config: ConfigFile = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let mut config: ConfigFile = parse_toml(text)?;
         config.base = base.to_path_buf();
         config.endpoints()?;
         config
@@ -240,11 +222,7 @@ impl ConfigFile {
 
     /// `path` relative to the configuration file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        }
+        resolve(&self.base, path)
     }
 
     /// The (policy, mode) pairs: every policy with every mode.
@@ -273,7 +251,7 @@ impl ConfigFile {
         let key =
             certvault::store::open_key(&uri).map_err(|source| ConfigError::Vault { uri: redacted(&uri), source })?;
         let cert_path = self.resolve(&self.identity.certificate);
-        let chain = std::fs::read(&cert_path).map_err(|source| ConfigError::Io { path: cert_path, source })?;
+        let chain = std::fs::read(&cert_path).map_err(|source| FileError::Io { path: cert_path, source })?;
         let mut builder = ServerBuilder::new(self.server.endpoint_url.clone())
             .application_uri(self.server.application_uri.clone())
             .identity(key, chain)?;

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             open_open(frame, None, DeprecatedPolicies::Reject).map(|o| (o.sequence, o.body))
         } else {
             let _ = peek_token_id(frame);
-            none.open(frame).map(|o| (o.sequence, o.body))
+            none.open(frame).map(|o| (o.sequence, o.into_body()))
         };
         let Ok((sequence, body)) = opened else { continue };
         let _ = decode_abort_body(&body);

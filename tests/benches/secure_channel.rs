@@ -535,7 +535,7 @@ fn measure_limits(quick: bool) -> Vec<LimitRow> {
         };
         // Correctness first: what is sealed opens to the same bytes.
         let sealed = seal_all(&mut sequence);
-        let reopened: Vec<u8> = sealed.iter().flat_map(|c| opener.open(c).expect("open").body).collect();
+        let reopened: Vec<u8> = sealed.iter().flat_map(|c| opener.open(c).expect("open").into_body()).collect();
         assert_eq!(reopened, body, "seal then open returns the body");
 
         let (mut n, start) = (0usize, Instant::now());
@@ -549,7 +549,7 @@ fn measure_limits(quick: bool) -> Vec<LimitRow> {
         while n < 3 || start.elapsed() < budget {
             let mut got = 0;
             for chunk in &sealed {
-                got += black_box(opener.open(chunk).expect("open")).body.len();
+                got += black_box(opener.open(chunk).expect("open")).body().len();
             }
             assert_eq!(got, size);
             n += 1;

@@ -851,7 +851,7 @@ fn measure_limit(budget: Duration) -> Result<Limit> {
     let sealed = seal_all(&mut sequence)?;
     let mut reopened = Vec::with_capacity(BLOB);
     for c in &sealed {
-        reopened.extend_from_slice(&opener.open(c)?.body);
+        reopened.extend_from_slice(opener.open(c)?.body());
     }
     ensure!(reopened == body, "seal then open returns the body");
     let (mut n, start) = (0usize, Instant::now());

@@ -849,7 +849,7 @@ impl SecureChannel {
             }
         }
         let assembled =
-            self.reassembler.push(header.message_type, header.chunk_type, opened.sequence.request_id, &opened.body)?;
+            self.reassembler.push(header.message_type, header.chunk_type, opened.sequence.request_id, opened.body())?;
         let Some(assembled) = assembled else { return Ok(()) };
         match (assembled, &mut self.role) {
             (Assembled::Complete { message_type: MessageType::CloseSecureChannel, .. }, RoleState::Server { .. }) => {

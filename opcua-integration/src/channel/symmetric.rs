@@ -150,8 +150,24 @@ pub struct OpenedChunk {
     pub token_id: u32,
     /// Sequence number and request id.
     pub sequence: SequenceHeader,
-    /// The body, without padding or signature.
-    pub body: Vec<u8>,
+    /// The decrypted chunk; the body is `data[body]`. Kept whole so a large message's chunks are not copied once
+    /// more just to cut off their headers and padding (the reassembler copies the body once, where it belongs).
+    data: Vec<u8>,
+    body: std::ops::Range<usize>,
+}
+
+impl OpenedChunk {
+    /// The body, without headers, padding or signature.
+    pub fn body(&self) -> &[u8] {
+        self.data.get(self.body.clone()).unwrap_or_default()
+    }
+
+    /// The body as an owned buffer.
+    pub fn into_body(mut self) -> Vec<u8> {
+        self.data.truncate(self.body.end);
+        self.data.drain(..self.body.start.min(self.data.len()));
+        self.data
+    }
 }
 
 /// Checks incoming MSG/CLO chunks with one token's keys (the peer's: server keys if we are the client).
@@ -187,7 +203,8 @@ impl SymmetricOpener {
         let Some(crypto) = &self.crypto else {
             let mut r = Reader::new(chunk.get(start..).unwrap_or_default());
             let sequence = SequenceHeader::read(&mut r)?;
-            return Ok(OpenedChunk { header, token_id, sequence, body: r.rest().to_vec() });
+            let body = start + SEQUENCE_HEADER_LEN..chunk.len();
+            return Ok(OpenedChunk { header, token_id, sequence, data: chunk.to_vec(), body });
         };
         let bad = |what| Error::SecurityChecksFailed(what);
         let mut data = chunk.to_vec();
@@ -208,8 +225,11 @@ impl SymmetricOpener {
         let body_end = if crypto.aes.is_some() { layout(Some(crypto)).check_padding(plain)? } else { plain.len() };
         let mut r = Reader::new(plain);
         let sequence = SequenceHeader::read(&mut r)?;
-        let body = plain.get(SEQUENCE_HEADER_LEN..body_end).ok_or_else(|| bad("padding"))?.to_vec();
-        Ok(OpenedChunk { header, token_id, sequence, body })
+        if body_end < SEQUENCE_HEADER_LEN {
+            return Err(bad("padding"));
+        }
+        let body = start + SEQUENCE_HEADER_LEN..start + body_end;
+        Ok(OpenedChunk { header, token_id, sequence, data, body })
     }
 }
 
@@ -252,7 +272,7 @@ mod tests {
                         assert!(!chunk.windows(16).any(|w| w == &body[..16]), "{policy} body visible");
                     }
                     let opened = opener.open(&chunk).unwrap();
-                    assert_eq!(opened.body, body, "{policy} {mode:?} {len}");
+                    assert_eq!(opened.body(), body, "{policy} {mode:?} {len}");
                     assert_eq!(opened.token_id, 3);
                     assert_eq!(opened.sequence, seq());
                     assert_eq!(opened.header.secure_channel_id, 9);
@@ -267,7 +287,7 @@ mod tests {
             .seal(MessageType::CloseSecureChannel, ChunkType::Final, 1, 0, seq(), b"bye")
             .unwrap();
         assert!(chunk.ends_with(b"bye"));
-        assert_eq!(SymmetricOpener::none().open(&chunk).unwrap().body, b"bye");
+        assert_eq!(SymmetricOpener::none().open(&chunk).unwrap().body(), b"bye");
     }
 
     #[test]

@@ -12,10 +12,11 @@ use opcua_types::{
     CloseSessionRequest, CloseSessionResponse, CreateSessionRequest, CreateSessionResponse, ObjectId, RequestHeader,
     ResponseHeader, ServiceFault, SignatureData, StatusCode, UAString,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::access::RequestContext;
 use super::discovery::Discovery;
+use super::identity_slot::IdentitySlot;
 use super::session::SessionManager;
 use super::user_token::Authenticator;
 use crate::channel::asymmetric::LocalIdentity;
@@ -54,10 +55,11 @@ impl SessionServices for NoSessionServices {
 }
 
 struct Inner {
-    discovery: Discovery,
+    /// Rebuilt when the server certificate changes, so GetEndpoints shows the certificate new channels use.
+    discovery: RwLock<Arc<Discovery>>,
     sessions: Mutex<SessionManager>,
     authenticator: Authenticator,
-    identity: Option<LocalIdentity>,
+    identity: IdentitySlot,
     services: Arc<dyn SessionServices>,
     max_message_size: u32,
     /// Whether policy None is an endpoint; otherwise a None channel serves discovery only.
@@ -111,15 +113,33 @@ impl Services {
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
-                discovery,
+                discovery: RwLock::new(Arc::new(discovery)),
                 sessions: Mutex::new(sessions),
                 authenticator,
-                identity,
+                identity: IdentitySlot::new(identity),
                 services,
                 max_message_size,
                 none_offered,
             }),
         }
+    }
+
+    /// The server identity new channels and sessions use.
+    pub fn identity(&self) -> IdentitySlot {
+        self.inner.identity.clone()
+    }
+
+    /// Makes `identity` the server's certificate and key for every channel and session that starts from now on,
+    /// and publishes its certificate in the endpoint descriptions. Open channels and sessions keep theirs.
+    pub fn replace_identity(&self, identity: LocalIdentity) {
+        let discovery = self.inner.discovery.read().with_certificate(identity.certificate());
+        *self.inner.discovery.write() = Arc::new(discovery);
+        self.inner.identity.replace(identity);
+    }
+
+    /// The endpoint descriptions GetEndpoints answers with now.
+    pub fn endpoints(&self) -> Vec<opcua_types::EndpointDescription> {
+        self.inner.discovery.read().endpoints().to_vec()
     }
 
     /// How many sessions exist.
@@ -157,14 +177,22 @@ impl Services {
                 return Reply::Ready(fault(&codec, handle, StatusCode::BadCertificateUriInvalid, now));
             }
         }
-        let created = self.inner.sessions.lock().create(
-            channel,
-            request.session_name.as_ref(),
-            request.client_nonce.value.as_deref().unwrap_or_default(),
-            &client_cert,
-            request.requested_session_timeout,
-            now.instant,
-        );
+        let identity = self.inner.identity.current();
+        let created = {
+            let mut sessions = self.inner.sessions.lock();
+            let created = sessions.create(
+                channel,
+                request.session_name.as_ref(),
+                request.client_nonce.value.as_deref().unwrap_or_default(),
+                &client_cert,
+                request.requested_session_timeout,
+                now.instant,
+            );
+            if let Ok(c) = &created {
+                sessions.set_server_identity(&c.authentication_token, identity.clone());
+            }
+            created
+        };
         let created = match created {
             Ok(c) => c,
             Err(status) => return Reply::Ready(fault(&codec, handle, status, now)),
@@ -172,7 +200,6 @@ impl Services {
         let inner = self.inner.clone();
         let policy = channel.policy;
         Reply::Later(Box::pin(async move {
-            let identity = inner.identity.clone();
             let client_nonce = request.client_nonce.value.clone().unwrap_or_default();
             let signature = match (&identity, policy.is_none()) {
                 (_, true) => Ok(SignatureData { algorithm: UAString::null(), signature: ByteString::null() }),
@@ -216,7 +243,7 @@ impl Services {
                 revised_session_timeout: created.revised_timeout_ms,
                 server_nonce: ByteString::from(created.server_nonce),
                 server_certificate,
-                server_endpoints: Some(inner.discovery.endpoints().to_vec()),
+                server_endpoints: Some(inner.discovery.read().endpoints().to_vec()),
                 server_software_certificates: None,
                 server_signature: signature,
                 max_request_message_size: inner.max_message_size,
@@ -309,7 +336,7 @@ fn check_activation(
 ) -> Result<super::access::Principal, StatusCode> {
     let (policy, _) = activation.endpoint;
     if !policy.is_none() {
-        let (Some(identity), Some(client)) = (&inner.identity, &activation.client_certificate) else {
+        let (Some(identity), Some(client)) = (&activation.server_identity, &activation.client_certificate) else {
             return Err(StatusCode::BadApplicationSignatureInvalid);
         };
         crate::session::verify(
@@ -324,8 +351,13 @@ fn check_activation(
             StatusCode::BadApplicationSignatureInvalid
         })?;
     }
+    // Passwords are encrypted for, and user signatures cover, the certificate this session was created with.
+    let mut authenticator = inner.authenticator.clone();
+    if activation.server_identity.is_some() {
+        authenticator.identity = activation.server_identity.clone();
+    }
     let mut principal =
-        inner.authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)?;
+        authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)?;
     let token = &request.user_identity_token;
     if token.is_null() || token.inner_is::<opcua_types::AnonymousIdentityToken>() {
         // Anonymous sessions are "the same user" only from the same client application (Part 4 §5.13.7,
@@ -355,7 +387,8 @@ impl ServiceHandler for Services {
         match id {
             ObjectId::GetEndpointsRequest_Encoding_DefaultBinary
             | ObjectId::FindServersRequest_Encoding_DefaultBinary => {
-                Reply::Ready(self.inner.discovery.answer(&body, now))
+                let discovery = self.inner.discovery.read().clone();
+                Reply::Ready(discovery.answer(&body, now))
             }
             // A None channel to a server that offers no None endpoint exists for discovery only.
             _ if channel.policy.is_none() && !self.inner.none_offered => {
@@ -398,7 +431,12 @@ impl ServiceHandler for Services {
                 );
                 match session {
                     Ok(session) => {
-                        let ctx = RequestContext { principal: session.principal, session_id: session.session_id, now };
+                        let ctx = RequestContext {
+                            principal: session.principal,
+                            session_id: session.session_id,
+                            now,
+                            security_mode: channel.mode,
+                        };
                         self.inner.services.handle(id, body, at, ctx, channel)
                     }
                     Err(status) => Reply::Ready(fault(&codec, header.request_handle, status, now)),

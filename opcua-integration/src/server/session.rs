@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use opcua_types::{ByteString, Guid, NodeId, StatusCode};
 
 use super::access::Principal;
-use crate::channel::asymmetric::PeerCertificate;
+use crate::channel::asymmetric::{LocalIdentity, PeerCertificate};
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::session::new_nonce;
 use crate::transport::tcp::ChannelInfo;
@@ -61,6 +61,9 @@ pub struct Session {
     pub last_activity: Instant,
     /// The identity once activated.
     pub principal: Option<Arc<Principal>>,
+    /// The server certificate and key this session was created with: its clientSignature and user tokens cover
+    /// that certificate even after a certificate update took effect for new sessions.
+    pub server_identity: Option<LocalIdentity>,
 }
 
 impl Session {
@@ -97,6 +100,8 @@ pub struct Activation {
     pub current: Option<Arc<Principal>>,
     /// True when the request arrived on another channel than the session's.
     pub channel_changed: bool,
+    /// The server identity the session was created with.
+    pub server_identity: Option<LocalIdentity>,
 }
 
 /// A request's session, resolved from its authentication token.
@@ -172,6 +177,7 @@ impl SessionManager {
             timeout,
             last_activity: now,
             principal: None,
+            server_identity: None,
         };
         let created = CreatedSession {
             session_id: session.id.clone(),
@@ -182,6 +188,13 @@ impl SessionManager {
         tracing::info!(session = %session.id, name, channel = channel.secure_channel_id, "session created");
         self.sessions.insert(session.authentication_token.clone(), session);
         Ok(created)
+    }
+
+    /// Records the server identity a new session was created with (CreateSession's certificate and signature).
+    pub fn set_server_identity(&mut self, token: &NodeId, identity: Option<LocalIdentity>) {
+        if let Some(session) = self.sessions.get_mut(token) {
+            session.server_identity = identity;
+        }
     }
 
     /// The first half of ActivateSession: what the caller must verify before [`SessionManager::finish_activate`].
@@ -213,6 +226,7 @@ impl SessionManager {
             client_certificate: session.client_certificate.clone(),
             current: session.principal.clone(),
             channel_changed,
+            server_identity: session.server_identity.clone(),
         })
     }
 

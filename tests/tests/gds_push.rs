@@ -382,3 +382,87 @@ async fn trust_list_decides_which_clients_get_in() {
     let still = fx.admin().await;
     let _ = still.close().await;
 }
+
+/// machine-a's configuration switch: `[push] enabled = true` in the server's TOML file. A renewal with a new key
+/// rewrites the certificate file, and a restart from the unchanged file serves the new certificate with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_from_the_configuration_file_survives_a_restart() {
+    init_tracing();
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = vaultd.generate_rsa("machine-a", 2048);
+    let certificate = self_signed(&key, "machine-a", MACHINE_URI);
+    std::fs::write(dir.path().join("machine-a.der"), &certificate).expect("certificate file");
+    let users = format!(
+        "[[user]]\nname = \"{ADMIN}\"\npassword = \"{}\"\nrole = \"administrator\"\n",
+        cheap_hash(ADMIN_PASSWORD)
+    );
+    std::fs::write(dir.path().join("users.toml"), users).expect("users file");
+    let config = format!(
+        r#"
+[server]
+endpoint_url = "opc.tcp://127.0.0.1:0/"
+application_uri = "{MACHINE_URI}"
+
+[identity]
+key = "{}"
+certificate = "machine-a.der"
+
+[security]
+policies = ["Basic256Sha256"]
+modes = ["SignAndEncrypt", "Sign"]
+pki = "pki"
+
+[users]
+anonymous = false
+file = "users.toml"
+
+[push]
+enabled = true
+"#,
+        vaultd.key_uri("machine-a")
+    );
+    let path = dir.path().join("machine-a.toml");
+    std::fs::write(&path, config).expect("config");
+    let load = || {
+        let path = path.clone();
+        async move {
+            let config = certvault_opcua::server::config::ConfigFile::load(&path).expect("config parses");
+            tokio::task::spawn_blocking(move || config.builder()).await.expect("join").expect("builder")
+        }
+    };
+    let server = load().await.start().await.expect("machine-a starts with push");
+    let client = identity(vaultd.generate_rsa("gds-client", 2048), "gds client", CLIENT_URI);
+    let pki = certvault_opcua::pki::PkiStore::create_or_open(dir.path().join("pki")).expect("pki");
+    pki.trust(client.certificate()).expect("trust the client");
+    let connect = |server_certificate: Vec<u8>, url: String| {
+        let client = client.clone();
+        async move {
+            let mut channel = ClientOptions::new(POLICY, SecurityMode::SignAndEncrypt);
+            channel.identity = Some(client);
+            channel.server_certificate = Some(server_certificate);
+            let mut options = SessionOptions::new(channel);
+            options.identity = UserIdentity::user_name(ADMIN, ADMIN_PASSWORD);
+            options.application_uri = Some(CLIENT_URI.into());
+            Session::connect(&url, options).await.expect("admin session")
+        }
+    };
+    let admin = connect(certificate.clone(), server.endpoint_url().to_owned()).await;
+    let request = admin.create_signing_request(true, None).await.expect("CSR with a new key");
+    let ca = vaultd.generate_rsa("ca", 2048);
+    let ca_cert = csr::self_signed_ca(ca.as_ref(), "CA", Duration::from_secs(86_400)).expect("CA");
+    let renewed = csr::issue_from_csr(ca.as_ref(), &ca_cert, &request, Duration::from_secs(86_400)).expect("sign");
+    admin.update_certificate(&renewed, std::slice::from_ref(&ca_cert)).await.expect("UpdateCertificate");
+    admin.apply_changes().await.expect("ApplyChanges");
+    let file = std::fs::read(dir.path().join("machine-a.der")).expect("certificate file");
+    assert!(file.starts_with(&renewed), "the certificate file holds the new chain");
+    let _ = admin.close().await;
+    server.shutdown().await;
+
+    let restarted = load().await.start().await.expect("machine-a restarts with the renewed certificate");
+    assert_eq!(restarted.current_certificate(), Some(renewed.clone()), "the new certificate serves after a restart");
+    let admin = connect(renewed, restarted.endpoint_url().to_owned()).await;
+    admin.get_rejected_list().await.expect("push still works after the restart");
+    let _ = admin.close().await;
+    restarted.shutdown().await;
+}

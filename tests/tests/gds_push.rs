@@ -466,3 +466,149 @@ enabled = true
     let _ = admin.close().await;
     restarted.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Interop: the push methods called by Python asyncua (tests/python/ua_peer.py), when $CERTVAULT_PYTHON is set.
+
+/// A peer process, killed and reaped when the guard drops.
+struct KillOnDrop(Arc<parking_lot::Mutex<std::process::Child>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let mut child = self.0.lock();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Runs `ua_peer.py ARGS` and returns its JSON line and exit code.
+async fn run_peer(python: &std::path::Path, args: &[String]) -> (serde_json::Value, Option<i32>) {
+    use std::io::Read as _;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ua_peer.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("run ua_peer.py");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let guard = KillOnDrop(Arc::new(parking_lot::Mutex::new(child)));
+    let child = guard.0.clone();
+    let finished = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        let status = child.lock().wait();
+        (status, out)
+    });
+    let (status, out) =
+        tokio::time::timeout(Duration::from_secs(90), finished).await.expect("ua_peer.py in time").expect("join");
+    drop(guard);
+    let text = String::from_utf8_lossy(&out);
+    let json = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("ua_peer.py printed no JSON ({e}): {text}"));
+    (json, status.ok().and_then(|s| s.code()))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn id(method: MethodId) -> String {
+    format!("i={}", method as u32)
+}
+
+fn object(object: ObjectId) -> String {
+    format!("i={}", object as u32)
+}
+
+/// The bytes of a ByteString output in ua_peer.py's JSON ({"len", "sha256", "base64"}).
+fn output_bytes(value: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = value["base64"].as_str().unwrap_or_else(|| panic!("no base64 in {value}"));
+    base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_calls_push_methods_interop() {
+    let Some(python) = std::env::var_os("CERTVAULT_PYTHON").map(std::path::PathBuf::from) else {
+        assert!(std::env::var_os("CI").is_none(), "CI is set but CERTVAULT_PYTHON is not: run scripts/test");
+        eprintln!("SKIPPED: CERTVAULT_PYTHON is not set; scripts/test sets up the asyncua venv");
+        return;
+    };
+    let fx = Fixture::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8").to_owned();
+    let peer_uri = "urn:certvault:test:python-gds";
+    let (gen, code) =
+        run_peer(&python, &strings(&["gen-cert", "--out", &out, "--app-uri", peer_uri, "--name", "python gds"])).await;
+    assert_eq!(code, Some(0), "{gen}");
+    let (cert, key) = (gen["cert"].as_str().expect("cert").to_owned(), gen["key"].as_str().expect("key").to_owned());
+    fx.server.pki.trust(&std::fs::read(&cert).expect("peer certificate")).expect("trust the peer");
+    let server_cert = dir.path().join("server.der");
+    std::fs::write(&server_cert, &fx.server.certificate).expect("server certificate");
+    let session = |mode: &str, user: &str| -> Vec<String> {
+        let mut args = strings(&["client-session", "--url", fx.server.endpoint_url(), "--policy", POLICY.name()]);
+        args.extend(strings(&["--mode", mode, "--timeout", "20", "--deadline", "60", "--user", user]));
+        args.extend(strings(&["--cert", &cert, "--key", &key, "--app-uri", peer_uri]));
+        args.extend(strings(&["--server-cert", server_cert.to_str().expect("utf-8")]));
+        args
+    };
+    let server_configuration = object(ObjectId::ServerConfiguration);
+    let trust_list = object(ObjectId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup_TrustList);
+    let group = object(ObjectId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup);
+    let rsa = format!("i={}", opcua_types::ObjectTypeId::RsaSha256ApplicationCertificateType as u32);
+    let get_rejected = format!("{server_configuration}:{}", id(MethodId::ServerConfiguration_GetRejectedList));
+    let csr = format!(
+        "{server_configuration}:{}:{group}:NodeId,{rsa}:NodeId,:String,false:Boolean,:ByteString",
+        id(MethodId::ServerConfiguration_CreateSigningRequest)
+    );
+    let open = format!(
+        "{trust_list}:{}:15:UInt32",
+        id(MethodId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup_TrustList_OpenWithMasks)
+    );
+    // The first handle of a fresh server is 1.
+    let read = format!(
+        "{trust_list}:{}:1:UInt32,1000000:Int32",
+        id(MethodId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup_TrustList_Read)
+    );
+    let close = format!(
+        "{trust_list}:{}:1:UInt32",
+        id(MethodId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup_TrustList_Close)
+    );
+
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    let mut args = session("SignAndEncrypt", &admin);
+    for call in [&get_rejected, &csr, &open, &read, &close] {
+        args.extend(strings(&["--call", call]));
+    }
+    let (json, code) = run_peer(&python, &args).await;
+    assert_eq!((json["ok"].as_bool(), code), (Some(true), Some(0)), "{json}");
+    let results = json["results"].as_array().expect("results");
+    let request = output_bytes(&results[1]["outputs"][0]);
+    let (ca_key, ca_cert) = fx.ca();
+    let issued = csr::issue_from_csr(ca_key.as_ref(), &ca_cert, &request, Duration::from_secs(3600)).expect("CSR");
+    assert_eq!(
+        Cert::from_der(&issued).expect("cert").spki(),
+        Cert::from_der(&fx.server.certificate).expect("cert").spki(),
+        "asyncua's CreateSigningRequest got a CSR of the server's vault key"
+    );
+    assert_eq!(results[2]["outputs"][0], 1, "OpenWithMasks handle");
+    let content = output_bytes(&results[3]["outputs"][0]);
+    let list = certvault_opcua::server::push::trust_list::decode_trust_list(&content).expect("TrustListDataType");
+    let trusted = list.trusted_certificates.unwrap_or_default();
+    assert!(trusted.iter().any(|c| c.as_ref() == fx.client.certificate()), "asyncua read the trust list");
+
+    // Refusals as asyncua sees them.
+    let operator = format!("{OPERATOR}:{OPERATOR_PASSWORD}");
+    for (mode, user, expected) in [
+        ("SignAndEncrypt", operator.as_str(), "BadUserAccessDenied"),
+        ("Sign", admin.as_str(), "BadSecurityModeInsufficient"),
+    ] {
+        let mut args = session(mode, user);
+        args.extend(strings(&["--call", &get_rejected, "--expect-failure", expected]));
+        let (json, code) = run_peer(&python, &args).await;
+        assert_eq!((json["expectation_met"].as_bool(), code), (Some(true), Some(0)), "{mode} {user}: {json}");
+        assert_eq!(json["results"][0]["status"], expected, "{json}");
+    }
+}

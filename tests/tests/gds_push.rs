@@ -49,7 +49,8 @@ impl Fixture {
             let mut users = UserDatabase::empty();
             users.add_hashed(ADMIN.into(), cheap_hash(ADMIN_PASSWORD), UserRole::Administrator).expect("admin");
             users.add_hashed(OPERATOR.into(), cheap_hash(OPERATOR_PASSWORD), UserRole::Operator).expect("operator");
-            builder.users(users).push(PushConfig::new(store))
+            // Short tokens may be granted, so a test can watch a channel renew after ApplyChanges.
+            builder.users(users).push(PushConfig::new(store)).token_lifetime_ms(1_000, 3_600_000)
         })
         .await;
         let client = identity(vaultd.generate_rsa("gds-client", 2048), "gds client", CLIENT_URI);
@@ -139,7 +140,11 @@ async fn renewal_by_push_keeps_sessions_and_new_connections_see_the_new_certific
     let fx = Fixture::start().await;
     let old_certificate = fx.server.certificate.clone();
     let admin = fx.admin().await;
-    let operator = fx.session(SecurityMode::Sign, UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD)).await;
+    // This channel renews its token every 750 ms, before and after ApplyChanges.
+    let mut options =
+        fx.options(&fx.client, CLIENT_URI, SecurityMode::Sign, UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD));
+    options.channel.requested_lifetime = Duration::from_secs(1);
+    let operator = Session::connect(fx.server.endpoint_url(), options).await.expect("operator session");
     let counter = fx.server.nodes.counter.clone();
     assert!(operator.read_value(&counter).await.is_ok(), "the operator reads before the renewal");
 
@@ -168,6 +173,14 @@ async fn renewal_by_push_keeps_sessions_and_new_connections_see_the_new_certific
 
     // Sessions opened before stay connected and keep working on their channels (old key, still in the vault).
     operator.read_value(&counter).await.expect("the operator session opened before still reads");
+    // Token renewals of the old channel still use the old key (OpenSecureChannel renew, signed and decrypted in
+    // the vault): after several, the session reads on, on the same channel.
+    let state = operator.channel().channel_state();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    operator.read_value(&counter).await.expect("the old channel renewed its token with the old key");
+    let after = operator.channel().channel_state();
+    assert_eq!(after.secure_channel_id, state.secure_channel_id, "still the channel opened before the renewal");
+    assert!(after.token_id > state.token_id, "the token was renewed: {state:?} -> {after:?}");
     admin.read_value(&counter).await.expect("the admin session opened before still reads");
 
     // A new connection sees the new certificate and opens its channel to the new key.

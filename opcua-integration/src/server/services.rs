@@ -177,7 +177,12 @@ impl Services {
                 return Reply::Ready(fault(&codec, handle, StatusCode::BadCertificateUriInvalid, now));
             }
         }
-        let identity = self.inner.identity.current();
+        // A secured session names the certificate its channel was opened with (Part 4 §5.6.2: the client checks
+        // that CreateSession's serverCertificate is the channel's); over None the current one, for passwords.
+        let identity = match (&channel.local_identity, channel.policy.is_none()) {
+            (Some(own), false) => Some(own.clone()),
+            _ => self.inner.identity.current(),
+        };
         let created = {
             let mut sessions = self.inner.sessions.lock();
             let created = sessions.create(

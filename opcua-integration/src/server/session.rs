@@ -340,6 +340,7 @@ mod tests {
             policy: SecurityPolicy::None,
             mode: SecurityMode::None,
             peer_certificate: None,
+            local_identity: None,
         }
     }
 
@@ -414,6 +415,7 @@ mod tests {
             policy: SecurityPolicy::Basic256Sha256,
             mode: SecurityMode::SignAndEncrypt,
             peer_certificate: Some(PeerCertificate::from_der(&cert).unwrap()),
+            local_identity: None,
         };
         let mut m = SessionManager::new(SessionLimits::default());
         let t0 = Instant::now();

@@ -42,10 +42,21 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_with(None).await
+    }
+
+    /// The server's key and its vault: a vaultd key by default, or `(key, store)` (a PKCS#11 token).
+    async fn start_with(key: Option<(SharedKey, Arc<dyn KeyStore>)>) -> Fixture {
         init_tracing();
         let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
-        let store: Arc<dyn KeyStore> = Arc::new(vaultd.client());
-        let server = MachineServer::start(&vaultd, 64, |builder| {
+        let (key, store) = match key {
+            Some(pair) => pair,
+            None => {
+                let store: Arc<dyn KeyStore> = Arc::new(vaultd.client());
+                (vaultd.generate_rsa("machine-server", 2048), store)
+            }
+        };
+        let server = MachineServer::start_with_key(&vaultd, key, 64, |builder| {
             let mut users = UserDatabase::empty();
             users.add_hashed(ADMIN.into(), cheap_hash(ADMIN_PASSWORD), UserRole::Administrator).expect("admin");
             users.add_hashed(OPERATOR.into(), cheap_hash(OPERATOR_PASSWORD), UserRole::Operator).expect("operator");
@@ -478,6 +489,69 @@ enabled = true
     admin.get_rejected_list().await.expect("push still works after the restart");
     let _ = admin.close().await;
     restarted.shutdown().await;
+}
+
+/// A SoftHSM2 token directory, removed when the test ends (also when it fails).
+struct TokenDir(std::path::PathBuf);
+
+impl Drop for TokenDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server key on a PKCS#11 token (SoftHSM2): CreateSigningRequest makes the new key on the same token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_on_a_pkcs11_token() {
+    use certvault::pkcs11::{softhsm, Pkcs11Token};
+    if !softhsm::available() {
+        assert!(std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(), "CERTVAULT_REQUIRE_SOFTHSM: no SoftHSM2");
+        eprintln!("SKIPPED: SoftHSM2 is not installed");
+        return;
+    }
+    // The only PKCS#11 user of this test binary: SOFTHSM2_CONF is read when the module first loads.
+    let dir = TokenDir(tempfile::Builder::new().prefix("softhsm-gds-").tempdir().expect("tempdir").keep());
+    let conf = softhsm::write_config(&dir.0).expect("softhsm2.conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    softhsm::init_token(&conf, "gds", "123456", "12345678").expect("init token");
+    let token =
+        Arc::new(Pkcs11Token::open(std::path::Path::new(softhsm::MODULE), "gds", Some(b"123456")).expect("token"));
+    token.generate("machine-server", certvault::KeyAlgorithm::Rsa { bits: 2048 }, Default::default()).expect("key");
+    let key: SharedKey = token.open_key(&KeySelector::Label("machine-server".into())).expect("key handle");
+    let store: Arc<dyn KeyStore> = token.clone();
+    let fx = Fixture::start_with(Some((key, store))).await;
+    let admin = fx.admin().await;
+    let before = token.list().expect("list").len();
+    let request = admin.create_signing_request(true, None).await.expect("CreateSigningRequest");
+    let keys = token.list().expect("list");
+    assert_eq!(keys.len(), before + 1, "the new key is on the token");
+    let new_key = keys.iter().find(|k| k.label.starts_with("machine-server.gds-")).expect("new label").clone();
+    let (ca_key, ca_cert) = fx.ca();
+    let certificate =
+        csr::issue_from_csr(ca_key.as_ref(), &ca_cert, &request, Duration::from_secs(86_400)).expect("sign");
+    assert_eq!(Cert::from_der(&certificate).expect("cert").spki(), new_key.spki_der.as_slice());
+    admin.update_certificate(&certificate, std::slice::from_ref(&ca_cert)).await.expect("UpdateCertificate");
+    admin.apply_changes().await.expect("ApplyChanges");
+    admin.read_value(&fx.server.nodes.counter).await.expect("the session opened before reads on");
+    assert_eq!(thumbprint(&fx.announced_certificate().await), thumbprint(&certificate));
+    let fresh = Session::connect(
+        fx.server.endpoint_url(),
+        fx.options_to(
+            &fx.client,
+            CLIENT_URI,
+            SecurityMode::SignAndEncrypt,
+            UserIdentity::user_name(ADMIN, ADMIN_PASSWORD),
+            certificate.clone(),
+        ),
+    )
+    .await
+    .expect("a new session to the token's new key");
+    fresh.read_value(&fx.server.nodes.counter).await.expect("reads");
+    let stored = token.cert_chain(&KeySelector::Id(new_key.id.clone())).expect("chain on the token");
+    assert_eq!(stored.first(), Some(&certificate), "the certificate is stored beside the key on the token");
+    for s in [admin, fresh] {
+        let _ = s.close().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -232,6 +232,17 @@ async fn renewal_by_push_keeps_sessions_and_new_connections_see_the_new_certific
     .expect("cert");
     assert_eq!(params.spki(), new_key.spki_der.as_slice(), "without regeneration the current key is kept");
     assert_eq!(params.common_name(), Some("machine renewed"));
+    // Staged and cancelled: ApplyChanges then changes nothing.
+    let cancelled =
+        csr::issue_from_csr(ca_key.as_ref(), &ca_cert, &again, Duration::from_secs(86_400)).expect("sign again");
+    admin.update_certificate(&cancelled, &[]).await.expect("UpdateCertificate");
+    admin.cancel_changes().await.expect("CancelChanges");
+    admin.apply_changes().await.expect("ApplyChanges with nothing staged");
+    assert_eq!(
+        thumbprint(&fx.announced_certificate().await),
+        thumbprint(&certificate),
+        "the cancelled one is not used"
+    );
     for s in [admin, operator, fresh] {
         let _ = s.close().await;
     }

@@ -34,6 +34,23 @@ fn unexpected(what: &str) -> Error {
     Error::Decoding(format!("{what}: unexpected output arguments"))
 }
 
+/// A ByteString[] output (null or missing: empty).
+fn byte_strings(value: Option<&Variant>) -> Option<Vec<Vec<u8>>> {
+    match value {
+        Some(Variant::Array(a)) => Some(
+            a.values
+                .iter()
+                .filter_map(|v| match v {
+                    Variant::ByteString(b) => Some(b.value.clone().unwrap_or_default()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Some(Variant::Empty) | None => Some(Vec::new()),
+        _ => None,
+    }
+}
+
 impl Session {
     /// CreateSigningRequest for the DefaultApplicationGroup's RSA certificate: a DER PKCS#10 request. With
     /// `regenerate_key` the server makes a new key (in its vault) that serves only after UpdateCertificate and
@@ -96,23 +113,18 @@ impl Session {
         Ok(())
     }
 
+    /// CancelChanges: drops a certificate staged by UpdateCertificate (and a key made for it) before ApplyChanges.
+    pub async fn cancel_changes(&self) -> Result<()> {
+        self.call_method(&server_configuration(), &MethodId::ServerConfiguration_CancelChanges.into(), vec![]).await?;
+        Ok(())
+    }
+
     /// GetRejectedList: the certificates the server refused (DER).
     pub async fn get_rejected_list(&self) -> Result<Vec<Vec<u8>>> {
         let out = self
             .call_method(&server_configuration(), &MethodId::ServerConfiguration_GetRejectedList.into(), vec![])
             .await?;
-        match out.first() {
-            Some(Variant::Array(a)) => Ok(a
-                .values
-                .iter()
-                .filter_map(|v| match v {
-                    Variant::ByteString(b) => Some(b.value.clone().unwrap_or_default()),
-                    _ => None,
-                })
-                .collect()),
-            Some(Variant::Empty) | None => Ok(Vec::new()),
-            _ => Err(unexpected("GetRejectedList")),
-        }
+        byte_strings(out.first()).ok_or_else(|| unexpected("GetRejectedList"))
     }
 
     async fn trust_list_call(&self, method: MethodId, args: Vec<Variant>) -> Result<Vec<Variant>> {

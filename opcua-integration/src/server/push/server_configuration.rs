@@ -68,8 +68,9 @@ pub(crate) fn install(space: &SharedAddressSpace, ctx: PushContext) -> Result<()
                 }
             })
             .map_err(|e| {
+                // Only a namespace 0 without the standard nodes fails here, at start.
                 tracing::error!(method = ?id, error = %e, "GDS push method missing");
-                Error::InvalidState(leak_message(e))
+                Error::InvalidState("namespace 0 lacks the ServerConfiguration methods GDS push needs")
             })
     };
     bind(&mut guard, MethodId::ServerConfiguration_CreateSigningRequest, |s, c| {
@@ -78,6 +79,10 @@ pub(crate) fn install(space: &SharedAddressSpace, ctx: PushContext) -> Result<()
     bind(&mut guard, MethodId::ServerConfiguration_UpdateCertificate, |s, c| Box::pin(update_certificate(s, c)))?;
     bind(&mut guard, MethodId::ServerConfiguration_ApplyChanges, |s, c| Box::pin(apply_changes(s, c)))?;
     bind(&mut guard, MethodId::ServerConfiguration_GetRejectedList, |s, c| Box::pin(get_rejected_list(s, c)))?;
+    // CancelChanges (Part 12 1.05) is bound when this namespace 0 has it (async-opcua 0.19 does).
+    if guard.contains(&MethodId::ServerConfiguration_CancelChanges.into()) {
+        bind(&mut guard, MethodId::ServerConfiguration_CancelChanges, |s, c| Box::pin(cancel_changes(s, c)))?;
+    }
     // The group's own GetRejectedList (Part 12 1.05) is not in every namespace 0 (async-opcua 0.19 lacks the node).
     let group_rejected: NodeId =
         MethodId::ServerConfiguration_CertificateGroups_DefaultApplicationGroup_GetRejectedList.into();
@@ -112,17 +117,13 @@ pub(crate) fn install(space: &SharedAddressSpace, ctx: PushContext) -> Result<()
     Ok(())
 }
 
+/// One ServerConfiguration method's implementation, run after [`authorize`].
 type Handler = fn(
     Arc<State>,
     MethodCall,
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = std::result::Result<Vec<Variant>, StatusCode>> + Send>,
 >;
-
-/// Error::InvalidState carries a static message; installation fails only on a broken namespace 0, at start.
-fn leak_message(_e: crate::server::address_space::AddressSpaceError) -> &'static str {
-    "namespace 0 lacks the ServerConfiguration methods GDS push needs"
-}
 
 impl State {
     pub(crate) fn trust(&self) -> &TrustListFile {
@@ -400,6 +401,16 @@ async fn apply_changes(state: Arc<State>, _call: MethodCall) -> std::result::Res
             state.ctx.services.replace_identity(identity);
         }
         None => tracing::info!("ApplyChanges: nothing staged"),
+    }
+    Ok(vec![])
+}
+
+/// CancelChanges: forgets a staged certificate and a pending key (which stays in the vault, unused).
+async fn cancel_changes(state: Arc<State>, _call: MethodCall) -> std::result::Result<Vec<Variant>, StatusCode> {
+    let mut pending = state.pending.lock();
+    let (staged, key) = (pending.staged.take(), pending.new_key.take());
+    if staged.is_some() || key.is_some() {
+        tracing::info!("CancelChanges: the staged certificate and pending key are dropped");
     }
     Ok(vec![])
 }

@@ -296,8 +296,16 @@ async fn refusals() {
     assert_eq!(status(refused), StatusCode::BadSecurityChecksFailed);
     let refused = admin.update_certificate(b"garbage", &[]).await.expect_err("not a certificate");
     assert_eq!(status(refused), StatusCode::BadCertificateInvalid);
-    let refused = admin.create_signing_request(true, None).await;
-    assert!(refused.is_ok(), "a regeneration with our 32-byte nonce works");
+    // A certificate for the current key whose issuer list is another CA's: the chain's integrity fails.
+    let request = admin.create_signing_request(false, None).await.expect("CSR for the current key");
+    let (ca_key, ca_cert) = fx.ca();
+    let other_ca_key = fx.vaultd.generate_rsa("other-ca", 2048);
+    let other_ca = csr::self_signed_ca(other_ca_key.as_ref(), "other CA", Duration::from_secs(3600)).expect("CA");
+    let issued = csr::issue_from_csr(ca_key.as_ref(), &ca_cert, &request, Duration::from_secs(3600)).expect("sign");
+    let refused = admin.update_certificate(&issued, &[other_ca]).await.expect_err("issuers that did not sign it");
+    assert_eq!(status(refused), StatusCode::BadSecurityChecksFailed);
+    let regenerated = admin.create_signing_request(true, None).await;
+    assert!(regenerated.is_ok(), "a regeneration with our 32-byte nonce works");
 
     // File handles and modes.
     use MethodId as M;

@@ -31,4 +31,4 @@ pub use sigalg::CertSigAlg;
 pub use status::{CertCheck, CertError};
 pub use store::{PkiError, PkiStore};
 pub use trust_list::{TrustListMasks, TrustLists};
-pub use validate::{TrustAnchor, ValidatedCert, ValidationContext, ValidationOptions};
+pub use validate::{check_chain_signatures, TrustAnchor, ValidatedCert, ValidationContext, ValidationOptions};

@@ -16,7 +16,7 @@ use super::{authorize, PushConfig, SEALED_KEY_FORMAT};
 use crate::channel::asymmetric::LocalIdentity;
 use crate::channel::policy::SecurityPolicy;
 use crate::error::{Error, Result};
-use crate::pki::{check_own_certificate, limits_for, Cert, PkiStore, Role};
+use crate::pki::{check_chain_signatures, check_own_certificate, limits_for, Cert, PkiStore, Role};
 use crate::server::access::UserRole;
 use crate::server::address_space::{MethodCall, SharedAddressSpace};
 use crate::server::services::Services;
@@ -298,9 +298,14 @@ async fn update_certificate(state: Arc<State>, call: MethodCall) -> std::result:
         tracing::warn!("UpdateCertificate: not a certificate: {e}");
         StatusCode::BadCertificateInvalid
     })?;
+    let mut parsed = vec![leaf.clone()];
     for issuer in &issuers {
-        Cert::from_der(issuer).map_err(|_| StatusCode::BadCertificateInvalid)?;
+        parsed.push(Cert::from_der(issuer).map_err(|_| StatusCode::BadCertificateInvalid)?);
     }
+    check_chain_signatures(&parsed).map_err(|e| {
+        tracing::warn!("UpdateCertificate: the issuer certificates do not sign the chain: {e}");
+        StatusCode::BadSecurityChecksFailed
+    })?;
     let store = state.ctx.config.key_store.clone();
     let key: SharedKey = if !format.is_empty() || !private_key.is_empty() {
         if format != SEALED_KEY_FORMAT {

@@ -227,6 +227,7 @@ fn the_example_configuration_files_parse() {
     let a = certvault_opcua::server::config::ConfigFile::load(&dir.join("machine-a.toml")).expect("machine-a.toml");
     assert!(!a.security.allow_none && !a.users.anonymous);
     assert_eq!(a.endpoints().unwrap().len(), 3);
+    assert!(a.push.enabled, "machine-a accepts GDS push from its administrators");
     let b = demo_machines::client_config::ClientConfig::load(&dir.join("machine-b.toml")).expect("machine-b.toml");
     assert!(matches!(b.user().unwrap(), demo_machines::client_config::UserChoice::Certificate { .. }));
     // users.toml ships a placeholder instead of a password hash: refused until replaced by a real hash.
@@ -238,4 +239,6 @@ fn the_example_configuration_files_parse() {
     let hash = certvault_opcua::server::UserDatabase::hash_password("pw").unwrap();
     let db = certvault_opcua::server::UserDatabase::parse(&users.replace(placeholder, &hash)).expect("users.toml");
     assert!(db.authenticate("operator", b"pw").is_some());
+    let admin = db.authenticate("gds-admin", b"pw").expect("the GDS push account");
+    assert_eq!(admin.role, certvault_opcua::server::access::UserRole::Administrator);
 }

@@ -116,6 +116,7 @@ fn harness() -> &'static Harness {
             policy: SecurityPolicy::None,
             mode: SecurityMode::None,
             peer_certificate: None,
+            local_identity: None,
         };
         let codec = BodyCodec::new();
         let create = CreateSessionRequest {

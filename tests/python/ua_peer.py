@@ -429,7 +429,7 @@ async def cmd_client_endpoints(args: argparse.Namespace) -> dict[str, Any]:
 
 VARIANT_TYPES = [
     "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
-    "Float", "Double", "String", "ByteString",
+    "Float", "Double", "String", "ByteString", "NodeId",
 ]  # fmt: skip
 
 
@@ -449,6 +449,11 @@ def parse_typed(text: str) -> Any:
         v = float(value)
     elif typ == "String":
         v = value
+    elif typ == "NodeId":
+        try:
+            v = ua.NodeId.from_string(value)
+        except Exception:
+            raise UsageError(f"not a NodeId: {value!r}") from None
     elif typ == "ByteString":
         # hex digits, or *N: N bytes of the Blob pattern (00 01 .. ff 00 ..)
         try:

@@ -341,6 +341,14 @@ impl SecureChannel {
         self.mode
     }
 
+    /// Our own certificate and key on this channel.
+    pub fn local_identity(&self) -> Option<&LocalIdentity> {
+        match &self.role {
+            RoleState::Client { config, .. } => config.identity.as_ref(),
+            RoleState::Server { config, .. } => config.identity.as_ref(),
+        }
+    }
+
     /// The peer's certificate (server: once the first OPN is verified).
     pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
         self.peer.as_ref()

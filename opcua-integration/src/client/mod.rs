@@ -35,6 +35,7 @@
 
 pub mod discovery;
 pub mod identity;
+pub mod push;
 mod reconnect;
 pub mod services;
 pub mod session;

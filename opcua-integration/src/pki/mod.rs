@@ -17,6 +17,7 @@ mod policy;
 mod sigalg;
 mod status;
 mod store;
+mod trust_list;
 mod validate;
 
 #[cfg(test)]
@@ -29,4 +30,5 @@ pub use policy::{PolicyLimits, Role};
 pub use sigalg::CertSigAlg;
 pub use status::{CertCheck, CertError};
 pub use store::{PkiError, PkiStore};
-pub use validate::{TrustAnchor, ValidatedCert, ValidationContext, ValidationOptions};
+pub use trust_list::{TrustListMasks, TrustLists};
+pub use validate::{check_chain_signatures, TrustAnchor, ValidatedCert, ValidationContext, ValidationOptions};

@@ -42,7 +42,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
 
 /// The folders of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Folder {
+pub(super) enum Folder {
     OwnCerts,
     OwnPrivate,
     TrustedCerts,
@@ -63,7 +63,7 @@ impl Folder {
         Folder::RejectedCerts,
     ];
 
-    fn rel(self) -> &'static str {
+    pub(super) fn rel(self) -> &'static str {
         match self {
             Folder::OwnCerts => "own/certs",
             Folder::OwnPrivate => "own/private",
@@ -150,7 +150,7 @@ impl PkiStore {
         &self.root
     }
 
-    fn dir(&self, folder: Folder) -> PathBuf {
+    pub(super) fn dir(&self, folder: Folder) -> PathBuf {
         self.root.join(folder.rel())
     }
 
@@ -304,7 +304,7 @@ impl PkiStore {
         write_atomic(&self.dir(folder), &name, crl_der)
     }
 
-    fn write_cert(&self, folder: Folder, cert_der: &[u8]) -> Result<PathBuf, PkiError> {
+    pub(super) fn write_cert(&self, folder: Folder, cert_der: &[u8]) -> Result<PathBuf, PkiError> {
         let cert = Cert::from_der(cert_der).map_err(PkiError::Invalid)?;
         let dir = self.dir(folder);
         let thumb = hex(&cert.thumbprint());
@@ -348,7 +348,7 @@ fn empty(want_crl: bool) -> Parsed {
     }
 }
 
-fn has_extension(path: &Path, want_crl: bool) -> bool {
+pub(super) fn has_extension(path: &Path, want_crl: bool) -> bool {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let allowed: &[&str] = if want_crl { &["crl", "der", "pem"] } else { &["der", "cer", "pem", "crt"] };
     ext.is_some_and(|e| allowed.contains(&e.as_str()))
@@ -388,7 +388,7 @@ fn parse_file(path: &Path, want_crl: bool) -> Parsed {
 }
 
 /// DER as is, or every block of a PEM file.
-fn der_objects(bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn der_objects(bytes: &[u8]) -> Vec<Vec<u8>> {
     if bytes.first() == Some(&0x30) {
         return vec![bytes.to_vec()];
     }
@@ -431,7 +431,7 @@ fn file_safe(name: &str) -> String {
 }
 
 /// Writes `name` in `dir` through a temporary file and a rename, so readers never see half a certificate.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, PkiError> {
+pub(super) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, PkiError> {
     let path = dir.join(name);
     // The temporary name does not end in a certificate extension, so a concurrent listing skips it.
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), hex(&sha1(name.as_bytes()))));

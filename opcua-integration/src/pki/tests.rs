@@ -727,3 +727,62 @@ fn mutation_soak() {
         }
     }
 }
+
+mod trust_lists {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, PkiStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PkiStore::create_or_open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn read_replace_add_remove() {
+        let (_dir, store) = store();
+        let leaf = self_signed_leaf(key(0));
+        let ca = root_ca(key(1), "Trust list CA");
+        let ca_crl = crl(key(1), &ca, &[]);
+        store.trust(&leaf).unwrap();
+        store.add_issuer(&ca).unwrap();
+        store.add_crl(&ca_crl, false).unwrap();
+        let all = store.trust_lists(TrustListMasks::ALL);
+        assert_eq!(all.specified, 15);
+        assert_eq!(all.trusted_certificates, vec![leaf.clone()]);
+        assert_eq!(all.issuer_certificates, vec![ca.clone()]);
+        assert_eq!(all.issuer_crls, vec![ca_crl.clone()]);
+        let masked = store.trust_lists(TrustListMasks(TrustListMasks::ISSUER_CERTIFICATES));
+        assert!(masked.trusted_certificates.is_empty() && masked.issuer_certificates.len() == 1);
+
+        // Replacing the trusted list leaves the issuer lists alone.
+        let other = self_signed_leaf(key(2));
+        let update = TrustLists {
+            specified: TrustListMasks::TRUSTED_CERTIFICATES,
+            trusted_certificates: vec![other.clone()],
+            ..Default::default()
+        };
+        store.replace_trust_lists(&update).unwrap();
+        let now = store.trust_lists(TrustListMasks::ALL);
+        assert_eq!(now.trusted_certificates, vec![other.clone()]);
+        assert_eq!(now.issuer_certificates, vec![ca.clone()]);
+
+        // A bad entry changes nothing.
+        let bad = TrustLists {
+            specified: TrustListMasks::TRUSTED_CERTIFICATES | TrustListMasks::ISSUER_CERTIFICATES,
+            trusted_certificates: vec![leaf.clone()],
+            issuer_certificates: vec![b"junk".to_vec()],
+            ..Default::default()
+        };
+        assert!(matches!(store.replace_trust_lists(&bad), Err(PkiError::Invalid(_))));
+        assert_eq!(store.trust_lists(TrustListMasks::ALL), now);
+
+        // Removing a CA takes its CRLs along; unknown thumbprints are reported.
+        assert!(store.remove_certificate(&hex(&sha1(&ca)).to_uppercase(), false).unwrap());
+        let after = store.trust_lists(TrustListMasks::ALL);
+        assert!(after.issuer_certificates.is_empty() && after.issuer_crls.is_empty());
+        assert!(!store.remove_certificate(&hex(&sha1(&ca)), false).unwrap());
+        store.add_certificate(&leaf, true).unwrap();
+        assert_eq!(store.trust_lists(TrustListMasks::ALL).trusted_certificates.len(), 2);
+        assert!(store.add_certificate(b"junk", true).is_err());
+    }
+}

@@ -256,6 +256,17 @@ fn build_chain(trust: &TrustSnapshot, received: &[Cert]) -> Result<(Vec<Cert>, V
     Ok((path, sig_errors))
 }
 
+/// Checks that each certificate of `chain` (leaf first) is signed by the next one: the integrity of a chain a
+/// caller hands over with the leaf (GDS push UpdateCertificate), before any trust decision.
+pub fn check_chain_signatures(chain: &[Cert]) -> Result<(), CertError> {
+    for pair in chain.windows(2) {
+        if let [cert, issuer] = pair {
+            check_signature(cert, issuer)?;
+        }
+    }
+    Ok(())
+}
+
 fn check_signature(cert: &Cert, issuer: &Cert) -> Result<(), CertError> {
     verify(&issuer.spki, &cert.sig_alg, cert.tbs(), &cert.signature).map_err(|e| match e {
         VerifyError::Unsupported(reason) => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use opcua_types::NodeId;
 
+use crate::channel::policy::SecurityMode;
 use crate::channel::secure_channel::Now;
 
 /// A caller's role, ordered from least to most privileged.
@@ -75,6 +76,9 @@ pub struct RequestContext {
     pub session_id: NodeId,
     /// The time the request is served at.
     pub now: Now,
+    /// The security mode of the channel the request came over: certificate and trust list management demands
+    /// SignAndEncrypt (Part 12 §7.3).
+    pub security_mode: SecurityMode,
 }
 
 #[cfg(test)]

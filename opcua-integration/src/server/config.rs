@@ -30,7 +30,14 @@
 //! max_monitored_items_per_subscription = 10000
 //! max_message_size = 16777216
 //! max_chunk_count = 4096
+//!
+//! [push]                                # optional: GDS push (Part 12 §7.7), see `server::push`
+//! enabled = true                        # administrators (users file) over SignAndEncrypt renew the certificate
+//! max_trust_list_size = 1048576         # optional; bytes
 //! ```
+//! With push enabled, UpdateCertificate rewrites `[identity] certificate`, and at start a certificate that no
+//! longer fits the configured key is paired with the key's GDS successor in the same vault (label
+//! `<label>.gds-...`), so a renewal with a new key survives a restart without editing this file.
 //! Relative paths are relative to the configuration file's folder. Unknown keys are errors, so a typo cannot
 //! silently leave a default (such as anonymous access) in place.
 
@@ -104,6 +111,9 @@ pub struct ConfigFile {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// GDS push.
+    #[serde(default)]
+    pub push: PushSection,
     #[serde(skip)]
     base: PathBuf,
 }
@@ -183,6 +193,18 @@ pub struct LimitsSection {
     pub max_chunk_count: Option<u32>,
 }
 
+/// `[push]`: GDS push (OPC 10000-12 §7.7). Callable only by administrators of the users file over SignAndEncrypt.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSection {
+    /// Enables the ServerConfiguration methods and the TrustList. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// MaxTrustListSize in bytes (default 1 MiB).
+    #[serde(default)]
+    pub max_trust_list_size: Option<u32>,
+}
+
 /// A policy by name (`Basic256Sha256`) or URI.
 pub fn parse_policy(name: &str) -> Result<SecurityPolicy, ConfigError> {
     SecurityPolicy::ALL
@@ -248,10 +270,26 @@ impl ConfigFile {
     pub fn builder(&self) -> Result<ServerBuilder, ConfigError> {
         let uri: certvault::uri::KeyUri =
             self.identity.key.parse().map_err(|source| ConfigError::Vault { uri: "[identity] key".into(), source })?;
-        let key =
-            certvault::store::open_key(&uri).map_err(|source| ConfigError::Vault { uri: redacted(&uri), source })?;
+        let vault_err = |source| ConfigError::Vault { uri: redacted(&uri), source };
+        let key = certvault::store::open_key(&uri).map_err(vault_err)?;
         let cert_path = self.resolve(&self.identity.certificate);
-        let chain = std::fs::read(&cert_path).map_err(|source| FileError::Io { path: cert_path, source })?;
+        let chain = std::fs::read(&cert_path).map_err(|source| FileError::Io { path: cert_path.clone(), source })?;
+        let push = match self.push.enabled {
+            true => {
+                if !self.endpoints()?.iter().any(|(_, m)| *m == SecurityMode::SignAndEncrypt) {
+                    return Err(ConfigError::Invalid("[push] needs SignAndEncrypt in [security] modes".into()));
+                }
+                if self.users.file.is_none() {
+                    return Err(ConfigError::Invalid("[push] needs a [users] file with an administrator".into()));
+                }
+                Some(open_key_store(&uri).map_err(vault_err)?)
+            }
+            false => None,
+        };
+        let key = match &push {
+            Some(store) => successor_key(store.as_ref(), &uri, key, &chain).map_err(vault_err)?,
+            None => key,
+        };
         let mut builder = ServerBuilder::new(self.server.endpoint_url.clone())
             .application_uri(self.server.application_uri.clone())
             .identity(key, chain)?;
@@ -298,6 +336,14 @@ impl ConfigFile {
         if let Some(n) = self.limits.max_chunk_count {
             limits.max_chunk_count = n;
         }
+        if let Some(store) = push {
+            let mut push = super::push::PushConfig::new(store);
+            if let Some(n) = self.push.max_trust_list_size {
+                push.max_trust_list_size = n;
+            }
+            push.certificate_file = Some(cert_path);
+            builder = builder.push(push);
+        }
         Ok(builder.session_limits(sessions).subscription_limits(subscriptions).limits(limits))
     }
 }
@@ -306,6 +352,52 @@ fn redacted(uri: &certvault::uri::KeyUri) -> String {
     match uri {
         certvault::uri::KeyUri::Pkcs11(p) => p.to_string_redacted(),
         certvault::uri::KeyUri::Vaultd(v) => v.to_string(),
+    }
+}
+
+/// The vault that holds the key `uri` names, for making new keys and CSRs in it (GDS push).
+pub fn open_key_store(uri: &certvault::uri::KeyUri) -> Result<Arc<dyn certvault::KeyStore>, certvault::VaultError> {
+    use certvault::uri::KeyUri;
+    match uri {
+        KeyUri::Pkcs11(p) => Ok(Arc::new(certvault::pkcs11::Pkcs11Token::open_uri(p)?)),
+        KeyUri::Vaultd(v) => {
+            let socket = v.socket.clone().unwrap_or_else(certvault::daemon::server::default_socket);
+            let client = certvault::DaemonClient::connect(socket, v.serial.clone())?;
+            if let Some(pin) = &v.pin {
+                client.login(&pin.read()?)?;
+            }
+            Ok(Arc::new(client))
+        }
+    }
+}
+
+/// The key the certificate chain certifies: the configured key, or, after a GDS push renewal with a new key, its
+/// successor in the same vault (label `<configured label>.gds-...`). Anything else keeps the configured key, and
+/// the server's start-up check reports the mismatch.
+fn successor_key(
+    store: &dyn certvault::KeyStore,
+    uri: &certvault::uri::KeyUri,
+    key: certvault::SharedKey,
+    chain: &[u8],
+) -> Result<certvault::SharedKey, certvault::VaultError> {
+    let Some(leaf) = crate::channel::asymmetric::leaf_certificate(chain).ok() else { return Ok(key) };
+    let Ok(certified) = certvault::PublicKey::from_certificate(leaf) else { return Ok(key) };
+    let fits = |spki: &[u8]| {
+        certvault::PublicKey::from_spki(spki)
+            .is_ok_and(|k| k.algorithm() == certified.algorithm() && k.raw_bytes() == certified.raw_bytes())
+    };
+    if fits(&key.info().spki_der) {
+        return Ok(key);
+    }
+    let base = key.info().label.clone();
+    let prefix = format!("{base}.gds-");
+    let successor = store.list()?.into_iter().find(|k| k.label.starts_with(&prefix) && fits(&k.spki_der));
+    match successor {
+        Some(info) => {
+            tracing::info!(configured = %base, using = %info.label, uri = %redacted(uri), "the certificate belongs to the key's GDS successor");
+            store.key(&certvault::KeySelector::Id(info.id))
+        }
+        None => Ok(key),
     }
 }
 

@@ -90,6 +90,23 @@ impl Discovery {
         Discovery { application, endpoints, codec: BodyCodec::new() }
     }
 
+    /// The same endpoints with another server certificate (DER), after a certificate update.
+    pub fn with_certificate(&self, certificate: &[u8]) -> Discovery {
+        let certificate = ByteString::from(certificate.to_vec());
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if !e.server_certificate.is_null() {
+                    e.server_certificate = certificate.clone();
+                }
+                e
+            })
+            .collect();
+        Discovery { application: self.application.clone(), endpoints, codec: BodyCodec::new() }
+    }
+
     /// The endpoint descriptions, strongest first.
     pub fn endpoints(&self) -> &[EndpointDescription] {
         &self.endpoints

@@ -29,6 +29,8 @@ pub mod access;
 pub mod address_space;
 pub mod config;
 pub mod discovery;
+pub mod identity_slot;
+pub mod push;
 pub mod registry;
 pub mod services;
 pub mod session;
@@ -116,6 +118,8 @@ pub struct ServerConfig {
     pub subscriptions: SubscriptionLimits,
     /// Services for activated sessions of the caller's own instead of [`StandardServices`] over the address space.
     pub session_services: Option<Arc<dyn SessionServices>>,
+    /// GDS push (ServerConfiguration methods and the TrustList); needs a PKI store and an identity.
+    pub push: Option<push::PushConfig>,
 }
 
 /// Builds a [`ServerConfig`] and starts the server.
@@ -156,6 +160,7 @@ impl ServerBuilder {
                 address_space: None,
                 subscriptions: SubscriptionLimits::default(),
                 session_services: None,
+                push: None,
             },
         }
     }
@@ -314,6 +319,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Enables GDS push (Part 12 §7.7): the ServerConfiguration methods renew the certificate with keys made in
+    /// `push.key_store`, and the DefaultApplicationGroup TrustList edits the PKI store. Administrators over
+    /// SignAndEncrypt only.
+    pub fn push(mut self, push: push::PushConfig) -> Self {
+        self.config.push = Some(push);
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -456,6 +469,24 @@ impl Server {
             config.limits.max_message_size,
             config.endpoints.iter().any(|(p, _)| p.is_none()),
         );
+        if let Some(push) = &config.push {
+            let pki =
+                config.pki.clone().ok_or(Error::InvalidState("GDS push needs a PKI store (ServerBuilder::pki)"))?;
+            if config.identity.is_none() {
+                return Err(Error::InvalidState("GDS push needs the server's certificate and key"));
+            }
+            push::install(
+                &space,
+                push::PushContext {
+                    config: push.clone(),
+                    services: services.clone(),
+                    pki,
+                    application_uri: config.application.application_uri.clone(),
+                    host: url.host.clone(),
+                    policies: config.endpoints.iter().map(|(p, _)| *p).filter(|p| !p.is_none()).collect(),
+                },
+            )?;
+        }
         let mut connection = ConnectionConfig::for_urls([endpoint_url.as_str()])?;
         connection.limits = config.limits;
         connection.hello_timeout = config.hello_timeout;
@@ -502,6 +533,17 @@ impl Server {
     /// The endpoint descriptions GetEndpoints returns.
     pub fn endpoints(&self) -> &[EndpointDescription] {
         &self.endpoints
+    }
+
+    /// The endpoint descriptions GetEndpoints returns now: after a GDS push ApplyChanges they carry the new
+    /// certificate ([`Server::endpoints`] keeps the ones of the start).
+    pub fn current_endpoints(&self) -> Vec<EndpointDescription> {
+        self.services.endpoints()
+    }
+
+    /// The certificate (DER leaf) new channels are opened with now.
+    pub fn current_certificate(&self) -> Option<Vec<u8>> {
+        self.services.identity().current().map(|i| i.certificate().to_vec())
     }
 
     /// How many connections currently hold a channel id.
@@ -563,7 +605,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                         async move {
                             let id = shared.registry.allocate();
                             let channel = ChannelConfig {
-                                identity: shared.config.identity.clone(),
+                                // The identity at accept time: an ApplyChanges later does not touch this channel.
+                                identity: shared.services.identity().current(),
                                 endpoints: shared.channel_endpoints.clone(),
                                 deprecated: shared.config.deprecated,
                                 secure_channel_id: id.get(),

@@ -12,10 +12,11 @@ use opcua_types::{
     CloseSessionRequest, CloseSessionResponse, CreateSessionRequest, CreateSessionResponse, ObjectId, RequestHeader,
     ResponseHeader, ServiceFault, SignatureData, StatusCode, UAString,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::access::RequestContext;
 use super::discovery::Discovery;
+use super::identity_slot::IdentitySlot;
 use super::session::SessionManager;
 use super::user_token::Authenticator;
 use crate::channel::asymmetric::LocalIdentity;
@@ -54,10 +55,11 @@ impl SessionServices for NoSessionServices {
 }
 
 struct Inner {
-    discovery: Discovery,
+    /// Rebuilt when the server certificate changes, so GetEndpoints shows the certificate new channels use.
+    discovery: RwLock<Arc<Discovery>>,
     sessions: Mutex<SessionManager>,
     authenticator: Authenticator,
-    identity: Option<LocalIdentity>,
+    identity: IdentitySlot,
     services: Arc<dyn SessionServices>,
     max_message_size: u32,
     /// Whether policy None is an endpoint; otherwise a None channel serves discovery only.
@@ -128,15 +130,33 @@ impl Services {
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
-                discovery,
+                discovery: RwLock::new(Arc::new(discovery)),
                 sessions: Mutex::new(sessions),
                 authenticator,
-                identity,
+                identity: IdentitySlot::new(identity),
                 services,
                 max_message_size,
                 none_offered,
             }),
         }
+    }
+
+    /// The server identity new channels and sessions use.
+    pub fn identity(&self) -> IdentitySlot {
+        self.inner.identity.clone()
+    }
+
+    /// Makes `identity` the server's certificate and key for every channel and session that starts from now on,
+    /// and publishes its certificate in the endpoint descriptions. Open channels and sessions keep theirs.
+    pub fn replace_identity(&self, identity: LocalIdentity) {
+        let discovery = self.inner.discovery.read().with_certificate(identity.certificate());
+        *self.inner.discovery.write() = Arc::new(discovery);
+        self.inner.identity.replace(identity);
+    }
+
+    /// The endpoint descriptions GetEndpoints answers with now.
+    pub fn endpoints(&self) -> Vec<opcua_types::EndpointDescription> {
+        self.inner.discovery.read().endpoints().to_vec()
     }
 
     /// How many sessions exist.
@@ -174,6 +194,12 @@ impl Services {
                 return Reply::Ready(fault(codec, handle, StatusCode::BadCertificateUriInvalid, now));
             }
         }
+        // A secured session names the certificate its channel was opened with (Part 4 §5.6.2: the client checks
+        // that CreateSession's serverCertificate is the channel's); over None the current one, for passwords.
+        let identity = match (&channel.local_identity, channel.policy.is_none()) {
+            (Some(own), false) => Some(own.clone()),
+            _ => self.inner.identity.current(),
+        };
         let created = {
             let mut sessions = self.inner.sessions.lock();
             let created = sessions.create(
@@ -186,6 +212,7 @@ impl Services {
             );
             if let Ok(c) = &created {
                 sessions.limit_responses(&c.authentication_token, request.max_response_message_size);
+                sessions.set_server_identity(&c.authentication_token, identity.clone());
             }
             created
         };
@@ -196,7 +223,6 @@ impl Services {
         let inner = self.inner.clone();
         let policy = channel.policy;
         Reply::Later(Box::pin(async move {
-            let identity = inner.identity.clone();
             let client_nonce = request.client_nonce.value.clone().unwrap_or_default();
             let signature = match (&identity, policy.is_none()) {
                 (_, true) => Ok(SignatureData { algorithm: UAString::null(), signature: ByteString::null() }),
@@ -240,7 +266,7 @@ impl Services {
                 revised_session_timeout: created.revised_timeout_ms,
                 server_nonce: ByteString::from(created.server_nonce),
                 server_certificate,
-                server_endpoints: Some(inner.discovery.endpoints().to_vec()),
+                server_endpoints: Some(inner.discovery.read().endpoints().to_vec()),
                 server_software_certificates: None,
                 server_signature: signature,
                 max_request_message_size: inner.max_message_size,
@@ -339,7 +365,7 @@ fn check_activation(
 ) -> Result<super::access::Principal, StatusCode> {
     let (policy, _) = activation.endpoint;
     if !policy.is_none() {
-        let (Some(identity), Some(client)) = (&inner.identity, &activation.client_certificate) else {
+        let (Some(identity), Some(client)) = (&activation.server_identity, &activation.client_certificate) else {
             return Err(StatusCode::BadApplicationSignatureInvalid);
         };
         crate::session::verify(
@@ -354,8 +380,13 @@ fn check_activation(
             StatusCode::BadApplicationSignatureInvalid
         })?;
     }
+    // Passwords are encrypted for, and user signatures cover, the certificate this session was created with.
+    let mut authenticator = inner.authenticator.clone();
+    if activation.server_identity.is_some() {
+        authenticator.identity = activation.server_identity.clone();
+    }
     let mut principal =
-        inner.authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)?;
+        authenticator.authenticate(&request.user_identity_token, &request.user_token_signature, activation)?;
     let token = &request.user_identity_token;
     if token.is_null() || token.inner_is::<opcua_types::AnonymousIdentityToken>() {
         // Anonymous sessions are "the same user" only from the same client application (Part 4 §5.13.7,
@@ -385,7 +416,8 @@ impl ServiceHandler for Services {
         match id {
             ObjectId::GetEndpointsRequest_Encoding_DefaultBinary
             | ObjectId::FindServersRequest_Encoding_DefaultBinary => {
-                Reply::Ready(self.inner.discovery.answer(&body, now))
+                let discovery = self.inner.discovery.read().clone();
+                Reply::Ready(discovery.answer(&body, now))
             }
             // A None channel to a server that offers no None endpoint exists for discovery only.
             _ if channel.policy.is_none() && !self.inner.none_offered => {
@@ -429,7 +461,12 @@ impl ServiceHandler for Services {
                 match session {
                     Ok(session) => {
                         let limit = session.max_response_message_size;
-                        let ctx = RequestContext { principal: session.principal, session_id: session.session_id, now };
+                        let ctx = RequestContext {
+                            principal: session.principal,
+                            session_id: session.session_id,
+                            now,
+                            security_mode: channel.mode,
+                        };
                         let reply = self.inner.services.handle(id, body, at, ctx, channel);
                         within_response_limit(reply, limit, header.request_handle, now)
                     }

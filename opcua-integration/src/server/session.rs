@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use opcua_types::{ByteString, Guid, NodeId, StatusCode};
 
 use super::access::Principal;
-use crate::channel::asymmetric::PeerCertificate;
+use crate::channel::asymmetric::{LocalIdentity, PeerCertificate};
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::session::new_nonce;
 use crate::transport::tcp::ChannelInfo;
@@ -65,6 +65,9 @@ pub struct Session {
     pub failed_activations: u32,
     /// The largest response body the client accepts (CreateSession's maxResponseMessageSize; 0 = no limit).
     pub max_response_message_size: u32,
+    /// The server certificate and key this session was created with: its clientSignature and user tokens cover
+    /// that certificate even after a certificate update took effect for new sessions.
+    pub server_identity: Option<LocalIdentity>,
 }
 
 /// Refused ActivateSession attempts after which the session is closed. Each attempt already costs a password hash;
@@ -106,6 +109,8 @@ pub struct Activation {
     pub current: Option<Arc<Principal>>,
     /// True when the request arrived on another channel than the session's.
     pub channel_changed: bool,
+    /// The server identity the session was created with.
+    pub server_identity: Option<LocalIdentity>,
 }
 
 /// A request's session, resolved from its authentication token.
@@ -185,6 +190,7 @@ impl SessionManager {
             principal: None,
             failed_activations: 0,
             max_response_message_size: 0,
+            server_identity: None,
         };
         let created = CreatedSession {
             session_id: session.id.clone(),
@@ -195,6 +201,13 @@ impl SessionManager {
         tracing::info!(session = %session.id, name, channel = channel.secure_channel_id, "session created");
         self.sessions.insert(session.authentication_token.clone(), session);
         Ok(created)
+    }
+
+    /// Records the server identity a new session was created with (CreateSession's certificate and signature).
+    pub fn set_server_identity(&mut self, token: &NodeId, identity: Option<LocalIdentity>) {
+        if let Some(session) = self.sessions.get_mut(token) {
+            session.server_identity = identity;
+        }
     }
 
     /// The first half of ActivateSession: what the caller must verify before [`SessionManager::finish_activate`].
@@ -226,6 +239,7 @@ impl SessionManager {
             client_certificate: session.client_certificate.clone(),
             current: session.principal.clone(),
             channel_changed,
+            server_identity: session.server_identity.clone(),
         })
     }
 
@@ -363,6 +377,7 @@ mod tests {
             policy: SecurityPolicy::None,
             mode: SecurityMode::None,
             peer_certificate: None,
+            local_identity: None,
         }
     }
 
@@ -460,6 +475,7 @@ mod tests {
             policy: SecurityPolicy::Basic256Sha256,
             mode: SecurityMode::SignAndEncrypt,
             peer_certificate: Some(PeerCertificate::from_der(&cert).unwrap()),
+            local_identity: None,
         };
         let mut m = SessionManager::new(SessionLimits::default());
         let t0 = Instant::now();

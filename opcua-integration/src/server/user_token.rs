@@ -239,6 +239,7 @@ mod tests {
             client_certificate: None,
             current: None,
             channel_changed: false,
+            server_identity: None,
         }
     }
 

@@ -132,6 +132,9 @@ pub struct ChannelInfo {
     pub mode: SecurityMode,
     /// The client's certificate from OpenSecureChannel (None for policy None).
     pub peer_certificate: Option<PeerCertificate>,
+    /// The server certificate and key this channel was opened with: a certificate update (GDS push) after the
+    /// channel opened does not change it, and sessions created on the channel must name this certificate.
+    pub local_identity: Option<crate::channel::asymmetric::LocalIdentity>,
 }
 
 impl ChannelInfo {
@@ -142,6 +145,7 @@ impl ChannelInfo {
             policy: channel.policy(),
             mode: channel.mode(),
             peer_certificate: channel.peer_certificate().cloned(),
+            local_identity: channel.local_identity().cloned(),
         }
     }
 }

@@ -518,6 +518,47 @@ impl AddressSpace {
     }
 }
 
+impl AddressSpace {
+    /// Implements a method node that exists already (namespace 0's standard methods, such as ServerConfiguration's),
+    /// checked against the arguments its own InputArguments/OutputArguments properties declare. Only `call_role`
+    /// and higher may call it, and its UserExecutable attribute says so per caller.
+    pub fn implement_method<F, Fut>(
+        &mut self,
+        id: &NodeId,
+        call_role: UserRole,
+        handler: F,
+    ) -> Result<(), AddressSpaceError>
+    where
+        F: Fn(MethodCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Variant>, StatusCode>> + Send + 'static,
+    {
+        match self.node(id) {
+            Some(NodeType::Method(_)) => {}
+            Some(_) => return Err(AddressSpaceError::InvalidNode(id.clone())),
+            None => return Err(AddressSpaceError::UnknownNode(id.clone())),
+        }
+        let arguments = |name: &str| -> Vec<Argument> {
+            let Some(property) = self.child(id, &QualifiedName::new(0, name)).cloned() else { return Vec::new() };
+            match self.value(&property).and_then(|v| v.value) {
+                Some(Variant::Array(array)) => array
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Variant::ExtensionObject(e) => e.inner_as::<Argument>().cloned(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let (inputs, outputs) = (arguments("InputArguments"), arguments("OutputArguments"));
+        let handler: MethodHandler = Arc::new(move |call| handler(call).boxed());
+        self.methods.insert(id.clone(), MethodBehaviour { handler, call_role, inputs, outputs });
+        tracing::debug!(%id, "standard method implemented");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opcua_types::{BrowseDirection, ObjectId};

@@ -32,6 +32,8 @@ pub struct MethodCall {
     pub session_id: NodeId,
     /// When the request is served.
     pub now: Now,
+    /// The security mode of the caller's channel.
+    pub security_mode: crate::channel::policy::SecurityMode,
 }
 
 enum Step {
@@ -166,6 +168,7 @@ impl AddressSpace {
                 principal: ctx.principal.clone(),
                 session_id: ctx.session_id.clone(),
                 now: ctx.now,
+                security_mode: ctx.security_mode,
             },
             input_count,
             output_count: behaviour.outputs.len(),

@@ -131,7 +131,14 @@ pub(crate) fn after(t: Instant, d: Duration) -> Instant {
 
 /// The request context the engine samples with between requests: the owner's identity, at `now`.
 pub(crate) fn context_at(owner: &Owner, now: Now) -> RequestContext {
-    RequestContext { principal: owner.principal.clone(), session_id: owner.session_id.clone(), now }
+    RequestContext {
+        principal: owner.principal.clone(),
+        session_id: owner.session_id.clone(),
+        now,
+        // Sampling only reads values; nothing it does depends on the channel's mode, and a subscription outlives
+        // the channel it was created on (TransferSubscriptions, reconnects).
+        security_mode: crate::channel::policy::SecurityMode::None,
+    }
 }
 
 /// The session a subscription belongs to and the identity it was created or transferred under.

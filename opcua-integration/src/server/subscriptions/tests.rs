@@ -80,6 +80,7 @@ impl Harness {
             principal: Arc::new(Principal { name: user.into(), role }),
             session_id: NodeId::new(1, session),
             now: self.now(),
+            security_mode: crate::channel::policy::SecurityMode::SignAndEncrypt,
         }
     }
 

@@ -1,0 +1,4 @@
+//! `certvault-central`: the operator CLI and server of the certificate management central.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,251 @@
+//! Helpers of the central's integration tests: a throwaway PostgreSQL cluster, a real vaultd per test, a test-only
+//! key maker and stand-ins for the device side. Everything is made at run time in temporary directories; every
+//! process is stopped on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use certvault::container::{Container, KdfParams};
+use certvault::soft::{generate_pkcs8, SoftKey};
+use certvault::{
+    DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SharedKey, VaultKey,
+};
+use certvault_central::keymaker::{KeyMaker, MadeKey};
+use certvault_central::{CentralError, Db};
+use zeroize::Zeroizing;
+
+pub const PIN: &[u8] = b"123456";
+pub const ADMIN_PIN: &[u8] = b"admin-pin-42";
+
+// ---------------------------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// A PostgreSQL cluster in a temporary directory, listening only on a Unix socket there; stopped on drop.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    pg_ctl: PathBuf,
+    as_postgres: bool,
+    /// The connection URL.
+    pub url: String,
+}
+
+fn find_pg_bin(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.push("/usr/local/bin".into());
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions.into_iter().rev());
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+impl PgCluster {
+    /// Starts a cluster, or returns None (skip) when PostgreSQL is not installed, unless
+    /// `CERTVAULT_REQUIRE_POSTGRES=1`, which makes a missing PostgreSQL a failure.
+    pub fn start() -> Option<PgCluster> {
+        let required = std::env::var("CERTVAULT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+        let (Some(initdb), Some(pg_ctl)) = (find_pg_bin("initdb"), find_pg_bin("pg_ctl")) else {
+            assert!(!required, "CERTVAULT_REQUIRE_POSTGRES=1 but initdb/pg_ctl were not found");
+            eprintln!(
+                "skipping the PostgreSQL part: initdb/pg_ctl not found (set CERTVAULT_REQUIRE_POSTGRES=1 to fail)"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new().prefix("cvpg").tempdir_in("/tmp").expect("tempdir");
+        // PostgreSQL refuses to run as root: then the cluster belongs to the `postgres` user.
+        let as_postgres = is_root();
+        if as_postgres {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let status = Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown");
+            assert!(status.success(), "chown postgres {}", dir.path().display());
+        }
+        let data = dir.path().join("data");
+        let run = |exe: &Path, args: &[&str]| {
+            let mut cmd = if as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(exe);
+                c
+            } else {
+                Command::new(exe)
+            };
+            let out = cmd.args(args).output().unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+            assert!(
+                out.status.success(),
+                "{} {args:?} failed: {}{}",
+                exe.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data_s = data.display().to_string();
+        run(&initdb, &["-D", &data_s, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        let opts = format!("-c listen_addresses='' -k {} -p 5432 -c fsync=off", dir.path().display());
+        let log = dir.path().join("log").display().to_string();
+        run(&pg_ctl, &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "60", "start"]);
+        let url = format!("postgres://postgres@localhost/postgres?host={}&port=5432", dir.path().display());
+        Some(PgCluster { dir, pg_ctl, as_postgres, url })
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
+            c
+        } else {
+            Command::new(&self.pg_ctl)
+        };
+        let _ = cmd.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// A fresh SQLite database file in `dir`.
+pub async fn sqlite_db(dir: &Path) -> Db {
+    Db::open(&dir.join("central.db").display().to_string()).await.expect("open sqlite")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// vaultd
+
+/// A vaultd serving one fresh container; killed on drop.
+pub struct TestVaultd {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    child: Option<Child>,
+    pub serial: String,
+}
+
+impl TestVaultd {
+    pub fn start(serial: &str) -> TestVaultd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let container = dir.path().join("dongle.cvault");
+        Container::create(&container, serial, PIN, ADMIN_PIN, KdfParams { m_kib: 256, t: 1, p: 1 }, 3)
+            .expect("create container");
+        let socket = dir.path().join("vaultd.sock");
+        let child = certvault::daemon::launch::start_vaultd(
+            Path::new(env!("CARGO_BIN_EXE_central-test-vaultd")),
+            &["--container".as_ref(), container.as_os_str()],
+            &socket,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        TestVaultd { dir, socket, child: Some(child), serial: serial.into() }
+    }
+
+    pub fn client(&self) -> DaemonClient {
+        let c = DaemonClient::connect(&self.socket, None).expect("connect to vaultd");
+        c.login(PIN).expect("login");
+        c
+    }
+
+    /// Makes a key inside the daemon; the handle only reaches it over the socket.
+    pub fn generate(&self, label: &str, algorithm: KeyAlgorithm) -> SharedKey {
+        let c = self.client();
+        c.generate(label, algorithm, KeyPolicy::default()).expect("generate in vaultd");
+        c.key(&KeySelector::Label(label.to_owned())).expect("key handle")
+    }
+
+    pub fn key_uri(&self, label: &str) -> String {
+        let pin = self.dir.path().join("pin");
+        std::fs::write(&pin, PIN).expect("pin file");
+        format!("vaultd:object={label}?socket={}&pin-source=file:{}", self.socket.display(), pin.display())
+    }
+}
+
+impl Drop for TestVaultd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Test-only key maker
+
+/// TEST ONLY. A [`KeyMaker`] that makes the key in this (test) process, seals it (RSA-OAEP-SHA256 key transport +
+/// AES-256-GCM) and forgets it; unsealing the backup for a restore uses the backup key inside its vault. The real
+/// key maker is the vault daemon's, where the key never exists outside the daemon; this stand-in only exists so the
+/// central's key-generation path can be tested before that lands.
+pub struct TestOnlyInProcessKeyMaker {
+    pub backup_key: SharedKey,
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).expect("random");
+    b
+}
+
+/// TEST ONLY: seals `data` to the RSA public key `spki`.
+pub fn test_seal(data: &[u8], spki: &[u8]) -> Vec<u8> {
+    let cek = rand_bytes::<32>();
+    let wrapped = PublicKey::from_spki(spki).expect("spki").encrypt(DecryptAlg::RsaOaepSha256, &cek).expect("wrap");
+    let nonce = rand_bytes::<12>();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).expect("aes key"));
+    let mut ct = data.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ct).expect("seal");
+    let mut out = (wrapped.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// TEST ONLY: opens what [`test_seal`] made, with the RSA key (inside its vault) for the key transport.
+pub fn test_unseal(blob: &[u8], key: &dyn VaultKey) -> Result<Zeroizing<Vec<u8>>, String> {
+    let n = u16::from_be_bytes(blob.get(..2).ok_or("short")?.try_into().map_err(|_| "short")?) as usize;
+    let wrapped = blob.get(2..2 + n).ok_or("short")?;
+    let nonce: [u8; 12] = blob.get(2 + n..14 + n).ok_or("short")?.try_into().map_err(|_| "short")?;
+    let cek = key.decrypt(DecryptAlg::RsaOaepSha256, wrapped).map_err(|e| e.to_string())?;
+    let aes = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).map_err(|e| e.to_string())?);
+    let mut ct = Zeroizing::new(blob.get(14 + n..).ok_or("short")?.to_vec());
+    let len =
+        aes.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ct).map_err(|e| e.to_string())?.len();
+    ct.truncate(len);
+    Ok(ct)
+}
+
+/// The SPKI of a PKCS#8 key.
+pub fn pkcs8_spki(pkcs8: Zeroizing<Vec<u8>>) -> Vec<u8> {
+    SoftKey::from_pkcs8(pkcs8, b"k".to_vec(), "k".into(), true, KeyPolicy::default())
+        .expect("pkcs8")
+        .info()
+        .spki_der
+        .clone()
+}
+
+impl KeyMaker for TestOnlyInProcessKeyMaker {
+    fn make_sealed(&self, algorithm: KeyAlgorithm, transport: &[u8], backup: &[u8]) -> Result<MadeKey, CentralError> {
+        let pkcs8 = generate_pkcs8(algorithm).map_err(|e| CentralError::KeyMaker(e.to_string()))?;
+        Ok(MadeKey {
+            spki: pkcs8_spki(pkcs8.clone()),
+            sealed_for_device: test_seal(&pkcs8, transport),
+            sealed_backup: test_seal(&pkcs8, backup),
+        })
+    }
+
+    fn reseal(&self, sealed_backup: &[u8], new_transport: &[u8]) -> Result<Vec<u8>, CentralError> {
+        let pkcs8 = test_unseal(sealed_backup, self.backup_key.as_ref()).map_err(CentralError::KeyMaker)?;
+        Ok(test_seal(&pkcs8, new_transport))
+    }
+}
+
+/// A shared key maker.
+pub fn test_key_maker(backup_key: SharedKey) -> Arc<dyn KeyMaker> {
+    Arc::new(TestOnlyInProcessKeyMaker { backup_key })
+}

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -426,6 +427,8 @@ impl External {
         }
         let mut child = Command::new(program)
             .args(&args)
+            // Its own process group, so a timeout kills whatever the command started too.
+            .process_group(0)
             .stdin(if stdin_data.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -453,6 +456,10 @@ impl External {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() > deadline => {
+                    let _ = rustix::process::kill_process_group(
+                        rustix::process::Pid::from_child(&child),
+                        rustix::process::Signal::KILL,
+                    );
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(err(format!("{program} did not finish within {} s", self.timeout_secs)));

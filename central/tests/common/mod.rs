@@ -249,3 +249,95 @@ impl KeyMaker for TestOnlyInProcessKeyMaker {
 pub fn test_key_maker(backup_key: SharedKey) -> Arc<dyn KeyMaker> {
     Arc::new(TestOnlyInProcessKeyMaker { backup_key })
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// openssl
+
+/// Runs openssl with `args`, panicking with its output on failure; returns stdout.
+pub fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `der` as PEM to `path`.
+pub fn write_pem(path: &Path, label: &str, der: &[u8]) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for c in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(c).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    std::fs::write(path, s).unwrap();
+}
+
+/// A real `openssl ca` set up in a temporary directory (its key is a file there: it plays a third party's CA),
+/// wrapped as the central's external-CA plug-in.
+pub struct OpensslCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl OpensslCa {
+    pub fn new() -> OpensslCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("newcerts")).unwrap();
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        std::fs::write(d.join("serial"), "1000\n").unwrap();
+        let cnf = format!(
+            "[ ca ]\ndefault_ca = CA_default\n[ CA_default ]\ndir = {dir}\ndatabase = $dir/index.txt\n\
+             new_certs_dir = $dir/newcerts\ncertificate = $dir/ca.pem\nprivate_key = $dir/ca.key\nserial = $dir/serial\n\
+             default_md = sha256\ndefault_days = 30\npolicy = policy_any\ncopy_extensions = copy\nunique_subject = no\n\
+             x509_extensions = leaf_ext\n[ policy_any ]\ncommonName = supplied\n\
+             [ leaf_ext ]\nbasicConstraints = CA:FALSE\nauthorityKeyIdentifier = keyid\n",
+            dir = d.display()
+        );
+        std::fs::write(d.join("ca.cnf"), cnf).unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &d.join("ca.key").display().to_string(),
+            "-out",
+            &d.join("ca.pem").display().to_string(),
+            "-subj",
+            "/CN=External Test CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        OpensslCa { dir }
+    }
+
+    /// The plug-in: `openssl ca` on the CSR file, then the leaf and the CA certificate on stdout.
+    pub fn external(&self, name: &str) -> certvault_central::issuer::External {
+        let d = self.dir.path().display().to_string();
+        let script = format!(
+            "openssl ca -batch -config {d}/ca.cnf -notext -in \"$1\" -out {d}/out.pem 2>{d}/err.txt || \
+             {{ cat {d}/err.txt >&2; exit 1; }}; cat {d}/out.pem {d}/ca.pem"
+        );
+        certvault_central::issuer::External {
+            name: name.into(),
+            command: vec!["sh".into(), "-c".into(), script, "sh".into(), "{csr}".into()],
+            csr_input: certvault_central::issuer::CsrInput::File,
+            timeout_secs: 60,
+        }
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}

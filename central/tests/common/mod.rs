@@ -341,3 +341,71 @@ impl OpensslCa {
         self.dir.path().join("ca.pem")
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Database state
+
+/// A text picture of every table's state, to prove a failed step changed nothing.
+pub async fn snapshot(db: &Db) -> String {
+    use sqlx::Row;
+    let mut out = String::new();
+    for table in [
+        "device_types",
+        "devices",
+        "request_nonces",
+        "cas",
+        "crls",
+        "orders",
+        "order_items",
+        "certificates",
+        "receipts",
+        "key_backups",
+    ] {
+        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        out.push_str(&format!("{table}={n}\n"));
+    }
+    for r in sqlx::query(
+        "SELECT serial, entitled, last_counter, last_seen, device_public_key, transport_public_key FROM devices ORDER BY serial",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+    {
+        out.push_str(&format!(
+            "device {} {} {} {:?} {:?} {:?}\n",
+            r.try_get::<String, _>("serial").unwrap(),
+            r.try_get::<i64, _>("entitled").unwrap(),
+            r.try_get::<i64, _>("last_counter").unwrap(),
+            r.try_get::<Option<i64>, _>("last_seen").unwrap(),
+            r.try_get::<Option<Vec<u8>>, _>("device_public_key").unwrap().map(|k| k.len()),
+            r.try_get::<Option<Vec<u8>>, _>("transport_public_key").unwrap().map(|k| k.len()),
+        ));
+    }
+    for r in sqlx::query("SELECT id, status FROM orders ORDER BY id").fetch_all(db.pool()).await.unwrap() {
+        out.push_str(&format!(
+            "order {} {}\n",
+            r.try_get::<i64, _>("id").unwrap(),
+            r.try_get::<String, _>("status").unwrap()
+        ));
+    }
+    for r in sqlx::query("SELECT id, status FROM order_items ORDER BY id").fetch_all(db.pool()).await.unwrap() {
+        out.push_str(&format!(
+            "item {} {}\n",
+            r.try_get::<i64, _>("id").unwrap(),
+            r.try_get::<String, _>("status").unwrap()
+        ));
+    }
+    for r in sqlx::query("SELECT name, crl_number FROM cas ORDER BY name").fetch_all(db.pool()).await.unwrap() {
+        out.push_str(&format!(
+            "ca {} {}\n",
+            r.try_get::<String, _>("name").unwrap(),
+            r.try_get::<i64, _>("crl_number").unwrap()
+        ));
+    }
+    out
+}

@@ -8,7 +8,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod config;
 pub mod db;
+pub mod envelope;
 pub mod error;
 pub mod issuer;
 pub mod keymaker;

@@ -173,6 +173,14 @@ impl Central {
     /// the device's open orders with its issuer, re-seals keys restored from a replaced dongle, and records it
     /// all (certificates, key backups, order states, nonce, counter) in one transaction.
     pub async fn process(&self, request: &VerifiedRequest) -> Result<Issued> {
+        let (tx, issued) = self.process_uncommitted(request).await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    /// [`Central::process`] without the commit: the caller commits once the update is signed, so that a failure
+    /// to sign changes nothing either.
+    pub(crate) async fn process_uncommitted(&self, request: &VerifiedRequest) -> Result<(Tx, Issued)> {
         let serial = request.serial.as_str();
         PublicKey::from_spki(&request.device_public_key)
             .map_err(|e| CentralError::Invalid(format!("device public key: {e}")))?;
@@ -277,9 +285,8 @@ impl Central {
         .bind(device.id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         tracing::info!(serial, items = issued.len(), new_counter, "request processed");
-        Ok(Issued { serial: serial.into(), nonce: request.nonce, new_counter, items: issued })
+        Ok((tx, Issued { serial: serial.into(), nonce: request.nonce, new_counter, items: issued }))
     }
 
     async fn issue_item(
@@ -319,7 +326,7 @@ impl Central {
                 item.label, ordered.key_origin, reference
             )));
         }
-        let issuer = self.issuer(&reference).await?;
+        let issuer = self.issuer_in(tx, &reference).await?;
         let mut made = None;
         let spki = match &item.origin {
             KeyOrigin::Device { csr_der } => issuer::csr_spki(csr_der)?,

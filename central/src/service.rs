@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::db::{now, Db, Tx};
+use crate::envelope::{Envelope, NotWired};
 use crate::error::{CentralError, Result};
 use crate::issuer::{External, Issuer, IssuerRef, OwnCa, SelfSigned};
 use crate::keymaker::KeyMaker;
@@ -39,6 +40,7 @@ pub struct Central {
     pub(crate) backup_spki: Option<Vec<u8>>,
     crl_dir: Option<PathBuf>,
     crl_validity: Duration,
+    envelope: Arc<dyn Envelope>,
 }
 
 impl std::fmt::Debug for Central {
@@ -64,7 +66,29 @@ impl Central {
             backup_spki: None,
             crl_dir: None,
             crl_validity: Duration::from_secs(7 * 86_400),
+            envelope: Arc::new(NotWired),
         }
+    }
+
+    /// Sets the request/update/receipt file formats.
+    pub fn with_envelope(mut self, envelope: Arc<dyn Envelope>) -> Central {
+        self.envelope = envelope;
+        self
+    }
+
+    /// Verifies a request file, processes it and returns the signed update file.
+    pub async fn process_file(&self, body: &[u8]) -> Result<Vec<u8>> {
+        let request = self.envelope.verify_request(body)?;
+        let (tx, issued) = self.process_uncommitted(&request).await?;
+        let update = self.envelope.seal_update(&issued)?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    /// Verifies a receipt file and records it.
+    pub async fn receipt_file(&self, body: &[u8]) -> Result<crate::processing::ReceiptOutcome> {
+        let receipt = self.envelope.verify_receipt(body)?;
+        self.receipt(&receipt).await
     }
 
     /// Adds an external CA plug-in.
@@ -156,12 +180,22 @@ impl Central {
 
     /// The CA named `name`, its key opened on first use.
     pub async fn ca(&self, name: &str) -> Result<Arc<OwnCa>> {
+        let mut conn = self.db.pool().acquire().await?;
+        self.ca_from(&mut conn, name).await
+    }
+
+    /// [`Central::ca`] inside a transaction (SQLite has one connection: the pool would wait for the transaction).
+    pub(crate) async fn ca_in(&self, tx: &mut Tx, name: &str) -> Result<Arc<OwnCa>> {
+        self.ca_from(tx, name).await
+    }
+
+    async fn ca_from(&self, conn: &mut sqlx::AnyConnection, name: &str) -> Result<Arc<OwnCa>> {
         if let Some(ca) = self.lock_cas()?.get(name) {
             return Ok(ca.clone());
         }
         let row = sqlx::query("SELECT key_uri, certificate FROM cas WHERE name = $1")
             .bind(name)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| CentralError::NotFound(format!("CA {name:?}")))?;
         let key_uri: String = row.try_get("key_uri")?;
@@ -180,11 +214,11 @@ impl Central {
         Ok(ca)
     }
 
-    /// The issuer an order item names.
-    pub async fn issuer(&self, reference: &IssuerRef) -> Result<Arc<dyn Issuer>> {
+    /// The issuer an order item names, looked up inside `tx`.
+    pub(crate) async fn issuer_in(&self, tx: &mut Tx, reference: &IssuerRef) -> Result<Arc<dyn Issuer>> {
         match reference {
             IssuerRef::SelfSigned => Ok(Arc::new(SelfSigned)),
-            IssuerRef::Ca(name) => Ok(self.ca(name).await?),
+            IssuerRef::Ca(name) => Ok(self.ca_in(tx, name).await?),
             IssuerRef::External(name) => Ok(self
                 .externals
                 .get(name)
@@ -195,7 +229,7 @@ impl Central {
 
     /// Signs and records a new CRL for CA `name` inside `tx` (CRL number + 1).
     async fn crl_in(&self, tx: &mut Tx, name: &str) -> Result<Vec<u8>> {
-        let ca = self.ca(name).await?;
+        let ca = self.ca_in(tx, name).await?;
         let row = sqlx::query("SELECT id, crl_number FROM cas WHERE name = $1").bind(name).fetch_one(&mut **tx).await?;
         let ca_id: i64 = row.try_get("id")?;
         let number: i64 = row.try_get::<i64, _>("crl_number")? + 1;

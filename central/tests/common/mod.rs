@@ -409,3 +409,59 @@ pub async fn snapshot(db: &Db) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTTP
+
+/// One HTTP/1.1 exchange over a real TCP connection: returns the status and the body.
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let headers = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status: u16 = headers.split_whitespace().nth(1).expect("status").parse().expect("status code");
+    let mut rest = raw[split + 4..].to_vec();
+    if headers.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).expect("hex size");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = rest[eol + 4 + size..].to_vec();
+        }
+        rest = out;
+    }
+    (status, rest)
+}
+
+/// TEST ONLY. Request/update/receipt "files" as plain, unsigned JSON of the internal types: stands in for the real
+/// (CMS, signed) formats, which the device-side work provides, so the HTTP path can be tested end to end.
+pub struct TestOnlyJsonEnvelope;
+
+impl certvault_central::envelope::Envelope for TestOnlyJsonEnvelope {
+    fn verify_request(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedRequest, CentralError> {
+        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test request: {e}")))
+    }
+    fn seal_update(&self, issued: &certvault_central::processing::Issued) -> Result<Vec<u8>, CentralError> {
+        serde_json::to_vec(issued).map_err(|e| CentralError::Invalid(e.to_string()))
+    }
+    fn verify_receipt(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedReceipt, CentralError> {
+        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test receipt: {e}")))
+    }
+}

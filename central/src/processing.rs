@@ -215,6 +215,23 @@ impl Central {
                 expected: device.counter,
             });
         }
+        // Claim the counter first: a concurrent request of the same dongle (PostgreSQL) waits for this row and then
+        // finds the counter moved on.
+        let new_counter =
+            request.counter.checked_add(1).ok_or_else(|| CentralError::Invalid("counter overflow".into()))?;
+        let claimed = sqlx::query("UPDATE devices SET last_counter = $1 WHERE id = $2 AND last_counter = $3")
+            .bind(to_i64(new_counter, "counter")?)
+            .bind(device.id)
+            .bind(to_i64(request.counter, "counter")?)
+            .execute(&mut *tx)
+            .await?;
+        if claimed.rows_affected() != 1 {
+            return Err(CentralError::WrongCounter {
+                serial: serial.into(),
+                got: request.counter,
+                expected: request.counter.saturating_add(1),
+            });
+        }
         let open = sqlx::query(&format!(
             "SELECT {}, i.order_id FROM order_items i JOIN orders o ON o.id = i.order_id \
              WHERE o.device_id = $1 AND i.status = 'open' ORDER BY i.id",
@@ -242,10 +259,13 @@ impl Central {
                     }
                 })?;
             let out = self.issue_item(&mut tx, request, device.id, order_item, item).await?;
-            sqlx::query("UPDATE order_items SET status = 'issued' WHERE id = $1")
+            let done = sqlx::query("UPDATE order_items SET status = 'issued' WHERE id = $1 AND status = 'open'")
                 .bind(order_item.id)
                 .execute(&mut *tx)
                 .await?;
+            if done.rows_affected() != 1 {
+                return Err(CentralError::Conflict(format!("order item {:?} was issued meanwhile", item.label)));
+            }
             touched_orders.insert(*order_id);
             issued.push(out);
         }
@@ -272,13 +292,9 @@ impl Central {
             .bind(ts)
             .execute(&mut *tx)
             .await?;
-        let new_counter =
-            request.counter.checked_add(1).ok_or_else(|| CentralError::Invalid("counter overflow".into()))?;
         sqlx::query(
-            "UPDATE devices SET last_counter = $1, last_seen = $2, device_public_key = $3, transport_public_key = $4 \
-             WHERE id = $5",
+            "UPDATE devices SET last_seen = $1, device_public_key = $2, transport_public_key = $3 WHERE id = $4",
         )
-        .bind(to_i64(new_counter, "counter")?)
         .bind(ts)
         .bind(request.device_public_key.clone())
         .bind(request.transport_public_key.clone())

@@ -322,3 +322,36 @@ async fn process_on_postgres() {
     let Some(pg) = common::PgCluster::start() else { return };
     scenario(Db::open(&pg.url).await.unwrap()).await;
 }
+
+/// Two requests of one dongle with the same counter at the same time: exactly one is served.
+async fn concurrent(db: Db) {
+    let central = std::sync::Arc::new(Central::new(db));
+    registry::add_device_type(central.db(), "filler", "").await.unwrap();
+    let dongle = Dongle::new("CV-RACE");
+    registry::entitle(central.db(), &dongle.entitlement(true)).await.unwrap();
+    for round in 0..5u64 {
+        let (a, b) = (dongle.request(round, vec![]), dongle.request(round, vec![]));
+        let (c1, c2) = (central.clone(), central.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { c1.process(&a).await }),
+            tokio::spawn(async move { c2.process(&b).await })
+        );
+        let results = [ra.unwrap(), rb.unwrap()];
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
+        let err = results.into_iter().find_map(|r| r.err()).unwrap();
+        assert!(matches!(err, CentralError::WrongCounter { .. }), "{err}");
+    }
+    assert_eq!(registry::device(central.db(), "CV-RACE").await.unwrap().last_counter, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent(common::sqlite_db(dir.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_postgres() {
+    let Some(pg) = common::PgCluster::start() else { return };
+    concurrent(Db::open(&pg.url).await.unwrap()).await;
+}

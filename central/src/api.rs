@@ -1,5 +1,5 @@
 //! The operator HTTP+JSON API (axum). Every error is a JSON body `{"error": "...", "kind": "..."}` with a status
-//! that fits (400 bad input, 403 not entitled / key mismatch / not ordered, 404 unknown, 409 conflict, replay or
+//! that fits (400 bad input, 401 missing or wrong operator token, 403 not entitled / key mismatch / not ordered, 404 unknown, 409 conflict, replay or
 //! wrong counter, 501 not wired, 502 issuer or vault failure). Endpoints are listed in `docs/central.md`.
 
 use std::sync::Arc;
@@ -52,9 +52,11 @@ fn json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError(CentralError::Invalid(format!("JSON body: {e}"))))
 }
 
-/// The router over `central`.
-pub fn router(central: Arc<Central>) -> Router {
-    Router::new()
+/// The router over `central`. With `operator_token`, every operator endpoint wants `Authorization: Bearer TOKEN`
+/// (401 otherwise); the device endpoints (requests, receipts: authenticated by their signatures) and the CRL
+/// download (public by nature) stay open.
+pub fn router(central: Arc<Central>, operator_token: Option<String>) -> Router {
+    let operator = Router::new()
         .route("/api/device-types", get(list_device_types).post(add_device_type))
         .route("/api/devices", get(list_devices).post(entitle))
         .route("/api/devices/unconfirmed", get(unconfirmed))
@@ -67,20 +69,48 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/certificates/{serial}", get(certificate_der))
         .route("/api/certificates/{serial}/revoke", post(revoke))
         .route("/api/cas", get(list_cas).post(create_ca))
-        .route("/api/cas/{name}/crl", get(crl).post(publish_crl))
+        .route("/api/cas/{name}/crl", post(publish_crl))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(operator_token), require_token));
+    let public = Router::new()
+        .route("/api/cas/{name}/crl", get(crl))
         .route("/api/requests", post(request))
-        .route("/api/receipts", post(receipt))
+        .route("/api/receipts", post(receipt));
+    operator
+        .merge(public)
         .fallback(|| async { ApiError(CentralError::NotFound("no such endpoint".into())) })
         .with_state(central)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use subtle::ConstantTimeEq as _;
+    let Some(want) = token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(want.as_bytes())) {
+        next.run(request).await
+    } else {
+        ApiError(CentralError::Unauthorized).into_response()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves (see [`router`] for `operator_token`).
 pub async fn serve(
     central: Arc<Central>,
+    operator_token: Option<String>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(central)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(central, operator_token)).with_graceful_shutdown(shutdown).await
 }
 
 type St = State<Arc<Central>>;

@@ -28,6 +28,10 @@ pub struct Config {
     /// Days a CRL is valid (its nextUpdate).
     #[serde(default = "default_crl_days")]
     pub crl_validity_days: u32,
+    /// A file holding the operator API's bearer token (first line). Without it the operator API is open to whoever
+    /// reaches `listen`.
+    #[serde(default)]
+    pub operator_token_file: Option<PathBuf>,
     /// External CA plug-ins, `[external.NAME]`.
     #[serde(default)]
     pub external: BTreeMap<String, External>,
@@ -52,6 +56,7 @@ impl Default for Config {
             listen: default_listen(),
             crl_dir: None,
             crl_validity_days: default_crl_days(),
+            operator_token_file: None,
             external: BTreeMap::new(),
         }
     }
@@ -79,6 +84,21 @@ impl Config {
             return Err(CentralError::Config("crl_validity_days must be at least 1".into()));
         }
         Ok(config)
+    }
+
+    /// The operator token from `operator_token_file`, if configured.
+    pub fn operator_token(&self) -> Result<Option<String>> {
+        let Some(path) = &self.operator_token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CentralError::io(format!("reading the operator token {}", path.display()), e))?;
+        let token = text.lines().next().unwrap_or_default().trim().to_owned();
+        if token.len() < 16 {
+            return Err(CentralError::Config(format!(
+                "{}: the operator token needs at least 16 characters",
+                path.display()
+            )));
+        }
+        Ok(Some(token))
     }
 
     /// Opens the database and builds the central this configuration describes.

@@ -76,6 +76,9 @@ pub enum CentralError {
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The operator API wants a bearer token that the request did not carry.
+    #[error("the operator API needs a valid bearer token")]
+    Unauthorized,
     /// A part that is not wired in yet (e.g. the request/update file formats).
     #[error("not available: {0}")]
     Unavailable(String),
@@ -108,6 +111,7 @@ impl CentralError {
             CentralError::Conflict(_) | CentralError::WrongCounter { .. } | CentralError::Replay(_) => 409,
             CentralError::NotEntitled(_) | CentralError::KeyMismatch { .. } | CentralError::NotOrdered { .. } => 403,
             CentralError::Invalid(_) => 400,
+            CentralError::Unauthorized => 401,
             CentralError::Issuer { .. } | CentralError::Vault(_) | CentralError::KeyMaker(_) => 502,
             CentralError::Unavailable(_) => 501,
             CentralError::Database(_)
@@ -136,6 +140,7 @@ impl CentralError {
             CentralError::KeyMaker(_) => "key-maker",
             CentralError::Config(_) => "config",
             CentralError::Unavailable(_) => "unavailable",
+            CentralError::Unauthorized => "unauthorized",
             CentralError::Io { .. } => "io",
         }
     }

@@ -48,7 +48,7 @@ async fn operator_api_over_http() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(certvault_central::api::serve(Arc::new(central), listener, async move {
+    let server = tokio::spawn(certvault_central::api::serve(Arc::new(central), None, listener, async move {
         let _ = stopped.await;
     }));
 
@@ -179,6 +179,19 @@ async fn operator_api_over_http() {
     assert_eq!(std::fs::read(dir.path().join("crl/plant.crl")).unwrap(), crl, "published to the file too");
     assert_error(call(addr, "GET", "/api/cas/nope/crl", None).await, 404, "not-found");
 
+    // A replacement dongle takes over: the old one is out, the new one entitled with the same device type.
+    let (s, new_dev) = call(addr, "POST", "/api/devices/CV-DEV-1/replace", Some(json!({"serial": "CV-DEV-1B"}))).await;
+    assert_eq!(s, 200, "{new_dev}");
+    assert_eq!(new_dev["device_type"], "filler");
+    assert_eq!(new_dev["entitled"], true);
+    assert_eq!(call(addr, "GET", "/api/devices/CV-DEV-1", None).await.1["replaced_by"], "CV-DEV-1B");
+    assert_error(
+        call(addr, "POST", "/api/devices/CV-DEV-1/replace", Some(json!({"serial": "CV-DEV-1B"}))).await,
+        409,
+        "conflict",
+    );
+    assert_eq!(call(addr, "POST", "/api/devices/CV-DEV-1B/disentitle", None).await.0, 200);
+
     // Withdrawn entitlement.
     assert_eq!(call(addr, "POST", "/api/devices/CV-DEV-1/disentitle", None).await.0, 200);
     let mut late = request.clone();
@@ -198,7 +211,7 @@ async fn request_endpoint_says_when_the_file_formats_are_not_wired() {
     let central = Central::new(common::sqlite_db(dir.path()).await);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(certvault_central::api::serve(Arc::new(central), listener, std::future::pending()));
+    let server = tokio::spawn(certvault_central::api::serve(Arc::new(central), None, listener, std::future::pending()));
     let (s, b) = http(addr, "POST", "/api/requests", Some(b"anything")).await;
     assert_error((s, serde_json::from_slice(&b).unwrap()), 501, "unavailable");
     server.abort();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use certvault::KeyAlgorithm;
-use common::{http, openssl, write_pem, TestVaultd};
+use common::{http, http_auth, openssl, write_pem, TestVaultd};
 use serde_json::Value;
 
 fn central(db: &Path, args: &[&str]) -> Output {
@@ -154,12 +154,16 @@ async fn operator_commands_and_serve() {
     std::fs::write(
         &config,
         format!(
-            "database = \"{}\"\nlisten = \"127.0.0.1:0\"\ncrl_dir = \"{}\"\n\n[external.openssl]\ncommand = [\"false\"]\n",
+            "database = \"{}\"\nlisten = \"127.0.0.1:0\"\ncrl_dir = \"{}\"\noperator_token_file = \"{}\"\n\n\
+             [external.openssl]\ncommand = [\"false\"]\n",
             db.display(),
-            dir.path().join("crl").display()
+            dir.path().join("crl").display(),
+            dir.path().join("token").display()
         ),
     )
     .unwrap();
+    let token = "operator-token-0123456789abcdef";
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_certvault-central"))
         .arg("--config")
         .arg(&config)
@@ -172,14 +176,19 @@ async fn operator_commands_and_serve() {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on http://").expect(&line).parse().unwrap();
-    let (status, body) = http(addr, "GET", "/api/devices", None).await;
-    let devices: Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = http_auth(addr, "GET", "/api/devices", None, Some(token)).await;
+    let devices: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (no_token, refusal) = http(addr, "GET", "/api/devices", None).await;
+    let (wrong_token, _) = http_auth(addr, "GET", "/api/devices", None, Some("operator-token-0123456789abcdeX")).await;
     let (crl_status, _) = http(addr, "GET", "/api/cas/plant/crl", None).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status, 200);
     assert_eq!(devices[0]["serial"], "CV-1");
-    assert_eq!(crl_status, 200);
+    assert_eq!(no_token, 401);
+    assert_eq!(serde_json::from_slice::<Value>(&refusal).unwrap()["kind"], "unauthorized");
+    assert_eq!(wrong_token, 401);
+    assert_eq!(crl_status, 200, "the CRL is public");
 
     std::fs::write(&config, "databse = 'typo'\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_certvault-central"))

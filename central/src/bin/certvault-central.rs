@@ -276,6 +276,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { listen } => {
             let addr = listen.unwrap_or(config.listen);
+            let token = config.operator_token()?;
+            if token.is_none() {
+                tracing::warn!("no operator_token_file: the operator API is open to whoever reaches {addr}");
+            }
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             let bound = listener.local_addr()?;
             println!("listening on http://{bound}");
@@ -291,7 +295,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     Err(_) => std::future::pending::<()>().await,
                 }
             };
-            certvault_central::api::serve(Arc::new(central), listener, async move {
+            certvault_central::api::serve(Arc::new(central), token, listener, async move {
                 tokio::select! {
                     _ = shutdown => {}
                     _ = term => {}

@@ -50,7 +50,18 @@ impl Db {
                         .map_err(|e| CentralError::io(format!("creating database directory {}", dir.display()), e))?;
                 }
             }
-            (format!("sqlite://{location}?mode=rwc"), Backend::Sqlite)
+            // The path becomes a URL: escape what a URL would read as a query, a fragment or an escape.
+            let mut escaped = String::with_capacity(location.len());
+            for c in location.chars() {
+                match c {
+                    '%' => escaped.push_str("%25"),
+                    '?' => escaped.push_str("%3F"),
+                    '#' => escaped.push_str("%23"),
+                    ' ' => escaped.push_str("%20"),
+                    c => escaped.push(c),
+                }
+            }
+            (format!("sqlite://{escaped}?mode=rwc"), Backend::Sqlite)
         };
         // SQLite serialises writers anyway; one connection avoids SQLITE_BUSY between our own transactions.
         let max = if backend == Backend::Sqlite { 1 } else { 8 };

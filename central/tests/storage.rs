@@ -61,7 +61,7 @@ async fn exercise(db: &Db) {
 #[tokio::test]
 async fn sqlite_file_is_created_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sub/dir/central.db");
+    let path = dir.path().join("sub dir/#1 100%?/central.db");
     assert!(!path.exists());
     let db = Db::open(&path.display().to_string()).await.unwrap();
     assert!(path.exists(), "the SQLite file is made on first use");

@@ -348,10 +348,9 @@ impl Central {
             KeyOrigin::Device { csr_der } => issuer::csr_spki(csr_der)?,
             KeyOrigin::DeviceSelfSigned { certificate_der } => issuer::cert_facts(certificate_der)?.spki,
             KeyOrigin::Central => {
-                let maker = self
-                    .key_maker
-                    .clone()
-                    .ok_or_else(|| CentralError::Config("central key generation is not configured".into()))?;
+                let maker = self.key_maker.clone().ok_or_else(|| {
+                    CentralError::Unavailable("central key generation is not configured (no key maker)".into())
+                })?;
                 let backup = self
                     .backup_spki
                     .clone()
@@ -463,8 +462,10 @@ impl Central {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let maker =
-            self.key_maker.clone().ok_or_else(|| CentralError::Config("no key maker to restore keys with".into()))?;
+        let maker = self
+            .key_maker
+            .clone()
+            .ok_or_else(|| CentralError::Unavailable("no key maker to restore keys with".into()))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.try_get("id")?;

@@ -184,6 +184,12 @@ async fn scenario(db: Db) {
     let err = central.process(&dongle.request(0, failing)).await.unwrap_err();
     assert!(matches!(err, CentralError::Invalid(_) | CentralError::Issuer { .. }), "{err}");
 
+    // A central without a key maker cannot serve a centrally made key, and says so.
+    let bare = Central::new(db.clone());
+    let err = bare.process(&dongle.request(0, vec![item("made", KeyOrigin::Central)])).await.unwrap_err();
+    assert!(matches!(err, CentralError::Unavailable(_)), "{err}");
+    assert_eq!(err.http_status(), 501);
+
     registry::disentitle(&db, "CV-DEV-1").await.unwrap();
     let before_unentitled = snapshot(&db).await;
     let err = central.process(&dongle.request(0, all_items())).await.unwrap_err();

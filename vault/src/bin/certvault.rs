@@ -208,7 +208,11 @@ struct PolicyArgs {
 
 impl PolicyArgs {
     fn policy(&self) -> KeyPolicy {
-        KeyPolicy { allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt, allowed_uids: self.allowed_uids.clone() }
+        KeyPolicy {
+            allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt,
+            allowed_uids: self.allowed_uids.clone(),
+            unwrap_only: false,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! Private keys never appear in clear in any of these types: a sealed key is opened only inside the vault (vaultd
 //! or `C_UnwrapKey` on a token), by crate-private code.
 
+pub mod device;
 pub mod envelope;
 pub mod keymaker;
 pub mod receipt;
@@ -75,7 +76,7 @@ pub enum ProvisionError {
         why: String,
     },
     /// A valid envelope of another kind (e.g. a request given where an update is expected).
-    #[error("this is not a {expected} file: its content type is {found}")]
+    #[error("wrong kind of file: expected the {expected} file, found content type {found}")]
     WrongKind {
         /// Expected kind.
         expected: &'static str,

@@ -13,9 +13,6 @@
 //!
 //! Sealing and opening take and give key bytes, so both are crate-private: they run in vaultd only.
 
-// Until vaultd calls these (next commit).
-#![cfg_attr(not(test), allow(dead_code))]
-
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
     EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,

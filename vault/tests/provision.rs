@@ -242,3 +242,92 @@ fn vault_owned_keys_stay_inside() {
         .unwrap_err();
     assert!(e.to_string().contains("not unwrap-only"), "{e}");
 }
+
+fn certvault(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_certvault"))
+        .args(args)
+        .env("CERTVAULT_SOCKET", socket)
+        .env("CERTVAULT_PIN", "123456")
+        .env("CERTVAULT_ADMIN_PIN", std::str::from_utf8(ADMIN_PIN).unwrap())
+        .env_remove("CERTVAULT_PKCS11")
+        .env_remove("CERTVAULT_CONTAINER")
+        .output()
+        .expect("run certvault")
+}
+
+fn cli_ok(out: std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "certvault failed: {}{text}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn operator_flow_through_the_cli() {
+    let central = Central::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let socket = p("vaultd.sock");
+    let container = p("dongle.cvault");
+    let s = socket.as_path();
+    let out = cli_ok(certvault(
+        s,
+        &["init", "--file", container.to_str().unwrap(), "--serial", "CV-CLI-9", "--kdf-memory-kib", "256"],
+    ));
+    assert!(out.contains("certvault:device"), "{out}");
+    let _daemon = KillOnDrop(common::vaultd::spawn(&container, s).unwrap());
+
+    let show = cli_ok(certvault(s, &["device", "show"]));
+    assert!(show.contains("device key: certvault:device p256") && show.contains("trusted central: none"), "{show}");
+    std::fs::write(p("central.der"), &central.ca_cert).unwrap();
+    let out = certvault(s, &["device", "trust-central", "--cert", p("central.der").to_str().unwrap()]);
+    assert!(cli_ok(out).contains("trusting the central certificate"));
+
+    let req_file = p("request.p7");
+    let out = certvault(
+        s,
+        &[
+            "request",
+            "--item",
+            "label=opcua,alg=rsa-2048,uri=urn:machine-a,host=machine-a,origin=device",
+            "--item",
+            "label=opcua-ecc,alg=p256,uri=urn:machine-a,origin=central",
+            "--out",
+            req_file.to_str().unwrap(),
+        ],
+    );
+    assert!(cli_ok(out).contains("2 item(s)"));
+    let printed = std::process::Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in", req_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success() && String::from_utf8_lossy(&printed.stdout).contains("1.3.6.1.4.1.59142.1.1"));
+
+    let req = verify_request(&std::fs::read(&req_file).unwrap()).unwrap();
+    let (update, _) = central.answer(&req);
+    std::fs::write(p("update.p7"), central.sign(&update)).unwrap();
+    let (upd_path, rec_path) = (p("update.p7"), p("receipt.p7"));
+    let args = ["apply", "--in", upd_path.to_str().unwrap(), "--receipt", rec_path.to_str().unwrap()];
+    let out = cli_ok(certvault(s, &args));
+    assert!(out.contains("stored opcua-ecc (key made by the central)") && out.contains("counter is now 1"), "{out}");
+    let device_spki = req.device_key.clone();
+    let receipt = verify_receipt(&std::fs::read(p("receipt.p7")).unwrap(), &device_spki).unwrap();
+    assert_eq!(receipt.counter, 1);
+    // Applying it again is refused, and says that nothing changed.
+    let again = certvault(s, &args);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing changed") && err.contains("nonce mismatch"), "{err}");
+    // Bad item syntax names the fix.
+    let bad = certvault(s, &["request", "--item", "label=x", "--out", p("x.p7").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs uri="), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// Kills the daemon when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

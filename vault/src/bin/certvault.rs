@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use certvault::container::{self, Container, KdfParams};
 use certvault::csr::CsrRequest;
-use certvault::daemon::server::default_socket;
+use certvault::daemon::server::{default_socket, ensure_device_keys};
+use certvault::provision;
 use certvault::{DaemonClient, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SignAlg};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -152,6 +153,32 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         new_pin_file: Option<PathBuf>,
     },
+    /// Write a certificate request file for the central (docs/provisioning.md), signed inside the vault by the
+    /// device key. Device-made keys are made inside now if missing, and carry a CSR made inside.
+    Request {
+        /// An item, e.g. `label=opcua,alg=rsa-2048,uri=urn:machine-a,host=machine-a,origin=device`
+        /// (origin: device or central; alg defaults to rsa2048; host may repeat). Repeat --item for more.
+        #[arg(long = "item", required = true, value_name = "ITEM")]
+        items: Vec<provision::device::ItemSpec>,
+        /// Output file (DER CMS).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Import an update file from the central (checked and stored inside vaultd in one write) and write a
+    /// receipt file for the central.
+    Apply {
+        /// The update file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the receipt (DER CMS).
+        #[arg(long, value_name = "FILE")]
+        receipt: PathBuf,
+    },
+    /// The device identity used for provisioning.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
     /// Clear a PIN lockout with the admin PIN and set a new user PIN.
     Unlock {
         /// File with the admin PIN. Otherwise $CERTVAULT_ADMIN_PIN.
@@ -160,6 +187,23 @@ enum Cmd {
         /// File with the new user PIN. Otherwise $CERTVAULT_NEW_PIN.
         #[arg(long, value_name = "FILE")]
         new_pin_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// Make the device identity key and the transport key inside an existing container (idempotent).
+    Init,
+    /// Show the device keys, update counter, outstanding request and trusted central.
+    Show,
+    /// Pin the central's certificate (PEM or DER): only updates it signs are applied. Needs the admin PIN.
+    TrustCentral {
+        /// The central's certificate.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// File with the admin PIN. Otherwise $CERTVAULT_ADMIN_PIN.
+        #[arg(long, value_name = "FILE")]
+        admin_pin_file: Option<PathBuf>,
     },
 }
 
@@ -355,8 +399,16 @@ fn run(cli: Cli) -> Result<()> {
             let pin = read_secret(cli.conn.pin_file.as_deref(), "CERTVAULT_PIN", "user PIN")?;
             let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
             let kdf = KdfParams { m_kib: *kdf_memory_kib, ..KdfParams::default() };
-            Container::create(file, serial, &pin, &admin, kdf, *max_pin_attempts)?;
+            let mut c = Container::create(file, serial, &pin, &admin, kdf, *max_pin_attempts)?;
+            ensure_device_keys(&mut c)?;
+            c.save()?;
             writeln!(stdout, "created container {} (serial {serial})", file.display())?;
+            writeln!(
+                stdout,
+                "device identity made inside: {} and {}",
+                provision::DEVICE_KEY_LABEL,
+                provision::TRANSPORT_KEY_LABEL
+            )?;
             writeln!(stdout, "serve it with: vaultd --container {}", file.display())?;
         }
         Cmd::Status => {
@@ -506,6 +558,57 @@ fn run(cli: Cli) -> Result<()> {
             let new = read_secret(new_pin_file.as_deref(), "CERTVAULT_NEW_PIN", "new PIN")?;
             client.change_pin(&old, &new)?;
             writeln!(stdout, "PIN changed")?;
+        }
+        Cmd::Request { items, out } => {
+            daemon_only(&cli.conn, "request")?;
+            let client = connect(&cli.conn, true)?;
+            let der = provision::device::make_request(&client, items)?;
+            std::fs::write(out, &der).with_context(|| format!("writing {}", out.display()))?;
+            writeln!(stdout, "wrote request for {} item(s) to {}", items.len(), out.display())?;
+            writeln!(stdout, "send it to the central; apply its answer with `certvault apply`")?;
+        }
+        Cmd::Apply { input, receipt } => {
+            daemon_only(&cli.conn, "apply")?;
+            let client = connect(&cli.conn, true)?;
+            let der = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+            let (report, receipt_der) = provision::device::apply_update(&client, &der)
+                .with_context(|| format!("{} was not applied; nothing changed", input.display()))?;
+            std::fs::write(receipt, &receipt_der).with_context(|| format!("writing {}", receipt.display()))?;
+            for t in &report.certificates {
+                let how = if report.imported_keys.contains(&t.label) { " (key made by the central)" } else { "" };
+                writeln!(stdout, "stored {}{how}: sha256 {}", t.label, t.sha256)?;
+            }
+            writeln!(stdout, "update counter is now {}", report.counter)?;
+            writeln!(stdout, "wrote receipt to {}: send it to the central", receipt.display())?;
+        }
+        Cmd::Device { cmd } => {
+            daemon_only(&cli.conn, "device")?;
+            let client = connect(&cli.conn, true)?;
+            let state = match cmd {
+                DeviceCmd::Init => client.device_init()?,
+                DeviceCmd::Show => client.device_info()?,
+                DeviceCmd::TrustCentral { cert, admin_pin_file } => {
+                    let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
+                    let mut blocks = read_der_blocks(cert, "CERTIFICATE")?;
+                    let der = blocks.drain(..).next().context("no certificate in the file")?;
+                    client.trust_central(&admin, &der)?;
+                    writeln!(stdout, "trusting the central certificate sha256 {}", provision::thumbprint(&der))?;
+                    client.device_info()?
+                }
+            };
+            writeln!(stdout, "serial: {}", state.serial)?;
+            for (what, key) in [("device key", &state.device_key), ("transport key", &state.transport_key)] {
+                match key {
+                    Some(k) => writeln!(stdout, "{what}: {} {} sha256={}", k.label, k.algorithm, k.fingerprint())?,
+                    None => writeln!(stdout, "{what}: none (run `certvault device init`)")?,
+                }
+            }
+            writeln!(stdout, "update counter: {}", state.counter)?;
+            writeln!(stdout, "request outstanding: {}", if state.pending_request { "yes" } else { "no" })?;
+            match &state.central_cert {
+                Some(c) => writeln!(stdout, "trusted central: sha256 {}", provision::thumbprint(c))?,
+                None => writeln!(stdout, "trusted central: none (pin one with `certvault device trust-central`)")?,
+            }
         }
         Cmd::Unlock { admin_pin_file, new_pin_file } => {
             let client = connect(&cli.conn, false)?;

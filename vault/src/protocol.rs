@@ -194,6 +194,9 @@ pub enum Op {
         algorithm: KeyAlgorithm,
         /// DER SubjectPublicKeyInfo of each recipient (RSA).
         recipients: Vec<ByteBuf>,
+        /// OAEP hash per recipient (missing entries: SHA-256).
+        #[serde(default)]
+        oaep: Vec<crate::provision::OaepHash>,
     },
     /// Opens a sealed key with an unwrap-only key inside the daemon and seals it to another recipient.
     Reseal {
@@ -205,6 +208,9 @@ pub enum Op {
         sealed: ByteBuf,
         /// DER SubjectPublicKeyInfo of the new recipient.
         recipient: ByteBuf,
+        /// Its OAEP hash.
+        #[serde(default)]
+        oaep: crate::provision::OaepHash,
     },
 }
 

@@ -20,7 +20,7 @@ use crate::key::{DecryptAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, Shar
 use crate::protocol::{
     self, ApplyReport, ContainerSummary, DeviceState, Op, RequestContext, Response, StatusInfo, PROTOCOL_VERSION,
 };
-use crate::provision::{KeyMaker, SealedKeys};
+use crate::provision::{KeyMaker, Recipient, SealedKeys};
 use crate::store::KeyStore;
 
 struct Conn {
@@ -379,23 +379,25 @@ impl DaemonClient {
 }
 
 impl KeyMaker for DaemonClient {
-    fn generate_sealed(&self, algorithm: KeyAlgorithm, recipients: &[Vec<u8>]) -> Result<SealedKeys> {
+    fn generate_sealed_to(&self, algorithm: KeyAlgorithm, recipients: &[Recipient]) -> Result<SealedKeys> {
         match self.key_op(Op::GenerateSealed {
             container: self.inner.container.clone(),
             algorithm,
-            recipients: recipients.iter().cloned().map(ByteBuf::from).collect(),
+            recipients: recipients.iter().map(|r| ByteBuf::from(r.spki.clone())).collect(),
+            oaep: recipients.iter().map(|r| r.oaep).collect(),
         })? {
             Response::Sealed(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }
 
-    fn reseal(&self, backup_key: &KeySelector, sealed: &[u8], recipient: &[u8]) -> Result<Vec<u8>> {
+    fn reseal_to(&self, backup_key: &KeySelector, sealed: &[u8], recipient: &Recipient) -> Result<Vec<u8>> {
         match self.key_op(Op::Reseal {
             container: self.inner.container.clone(),
             key: backup_key.clone(),
             sealed: ByteBuf::from(sealed.to_vec()),
-            recipient: ByteBuf::from(recipient.to_vec()),
+            recipient: ByteBuf::from(recipient.spki.clone()),
+            oaep: recipient.oaep,
         })? {
             Response::Resealed(s) => Ok(s.into_vec()),
             other => Err(unexpected(other)),

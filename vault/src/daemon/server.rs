@@ -670,12 +670,21 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         Op::ApplyUpdate { container, update } => {
             Ok(Response::Applied(slot(shared, &container)?.apply_update(conn, &update)?))
         }
-        Op::GenerateSealed { container, algorithm, recipients } => {
+        Op::GenerateSealed { container, algorithm, recipients, oaep } => {
+            let recipients: Vec<crate::provision::Recipient> = recipients
+                .into_iter()
+                .enumerate()
+                .map(|(i, spki)| crate::provision::Recipient {
+                    spki: spki.into_vec(),
+                    oaep: oaep.get(i).copied().unwrap_or_default(),
+                })
+                .collect();
             Ok(Response::Sealed(slot(shared, &container)?.generate_sealed(conn, algorithm, &recipients)?))
         }
-        Op::Reseal { container, key, sealed, recipient } => {
+        Op::Reseal { container, key, sealed, recipient, oaep } => {
             let s = slot(shared, &container)?;
             let k = provisioning::find_for_reseal(s, conn, &key)?;
+            let recipient = crate::provision::Recipient { spki: recipient.into_vec(), oaep };
             Ok(Response::Resealed(ByteBuf::from(s.reseal(k, conn, &sealed, &recipient)?)))
         }
     }

@@ -26,6 +26,7 @@ mod b64;
 pub use keymaker::{KeyMaker, SealedKeys};
 pub use receipt::{verify_receipt, Receipt, Thumbprint};
 pub use request::{verify_request, KeyOrigin, Request, RequestItem};
+pub use seal::{OaepHash, Recipient};
 pub use update::{verify_update, Expected, Update, UpdateItem};
 
 use crate::error::VaultError;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, Kind};
+use super::seal::{OaepHash, Recipient};
 use super::{b64, ProvisionError, Result, FORMAT_VERSION, NONCE_LEN};
 use crate::key::{KeyAlgorithm, VaultKey};
 
@@ -50,6 +51,10 @@ pub struct Request {
     /// The device's transport key (RSA), DER SubjectPublicKeyInfo: central-made keys are sealed to it.
     #[serde(with = "b64")]
     pub transport_key: Vec<u8>,
+    /// The OAEP hash the transport key unwraps with: `sha256` (default, left out) or `sha1` for tokens whose
+    /// `C_UnwrapKey` does no other (SoftHSM2 2.6).
+    #[serde(default, skip_serializing_if = "OaepHash::is_default")]
+    pub transport_oaep: OaepHash,
     /// A fresh random 32-byte nonce, kept by the device until the answering update is applied.
     #[serde(with = "b64")]
     pub nonce: Vec<u8>,
@@ -111,6 +116,11 @@ impl Request {
         envelope::sign(Kind::Request, &json, device_key, &[])
     }
 
+    /// Whom to seal central-made keys to: the transport key with its OAEP hash.
+    pub fn transport_recipient(&self) -> Recipient {
+        Recipient { spki: self.transport_key.clone(), oaep: self.transport_oaep }
+    }
+
     /// A new request for `items` with a fresh creation time.
     pub fn new(
         serial: String,
@@ -125,6 +135,7 @@ impl Request {
             serial,
             device_key,
             transport_key,
+            transport_oaep: OaepHash::Sha256,
             nonce,
             counter,
             created: super::now_secs(),

@@ -1,15 +1,18 @@
 //! Sealed private keys: CMS `EnvelopedData` (RFC 5652 §6) to one RSA recipient.
 //!
 //! - one `KeyTransRecipientInfo` (version 2): the recipient named by subject key identifier
-//!   ([`super::envelope::key_identifier`] of its SubjectPublicKeyInfo), key encryption RSAES-OAEP with SHA-256 and
-//!   MGF1-SHA-256 (RFC 4055), over a fresh 32-byte content-encryption key;
-//! - content encryption AES-256-CBC with PKCS#7 padding (RFC 3565), a random IV as parameter, over the PKCS#8
-//!   `PrivateKeyInfo` DER of the key.
+//!   ([`super::envelope::key_identifier`] of its SubjectPublicKeyInfo), key encryption RSAES-OAEP (RFC 4055) with
+//!   SHA-256 and MGF1-SHA-256, or with SHA-1 and MGF1-SHA-1 for recipients that ask for it ([`OaepHash`]), over a
+//!   fresh 32-byte content-encryption key;
+//! - content encryption AES-256 key wrap with padding (RFC 5649, `id-aes256-wrap-pad`, no parameters) over the
+//!   PKCS#8 `PrivateKeyInfo` DER of the key. Key wrap carries its own integrity check, so a changed byte is found
+//!   when the key is unwrapped.
 //!
-//! This is what a PKCS#11 token can import without the key ever being in clear outside it: `C_UnwrapKey` with
-//! `CKM_RSA_PKCS_OAEP` (SHA-256) turns the encrypted key into an AES session key, and `C_UnwrapKey` with
-//! `CKM_AES_CBC_PAD` and that key turns the encrypted content into a private key object. `openssl cms -decrypt`
-//! opens it too.
+//! Why these: a PKCS#11 token imports such a key without it ever being in clear outside the token, with two
+//! `C_UnwrapKey` calls: `CKM_RSA_PKCS_OAEP` turns the encrypted key into an AES session key, `CKM_AES_KEY_WRAP_PAD`
+//! with that key turns the wrapped PKCS#8 into a private key object. SoftHSM2 2.6 refuses `CKM_AES_CBC_PAD` for
+//! unwrapping (`CKR_MECHANISM_INVALID`) and OAEP with any hash but SHA-1 (`CKR_ARGUMENTS_BAD`), so AES-CBC is not
+//! used, and a token's request may ask for OAEP-SHA-1 (still sound: OAEP needs no collision resistance).
 //!
 //! Sealing and opening take and give key bytes, so both are crate-private: they run in vaultd only.
 
@@ -18,8 +21,10 @@ use cms::enveloped_data::{
     EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
 };
 use const_oid::db::{rfc5911, rfc5912};
+use const_oid::ObjectIdentifier;
 use der::asn1::OctetString;
 use der::{Any, Decode, Encode};
+use serde::{Deserialize, Serialize};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use zeroize::Zeroizing;
@@ -36,8 +41,62 @@ const OAEP_SHA256_PARAMS: [u8; 49] = [
     0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09,
     0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
 ];
+/// DER of RSAES-OAEP-params with every field at its default (SHA-1, MGF1-SHA-1, empty label): an empty SEQUENCE.
+const OAEP_SHA1_PARAMS: [u8; 2] = [0x30, 0x00];
+/// `id-aes256-wrap-pad` (RFC 5649 §3).
+pub const ID_AES256_WRAP_PAD: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.48");
 
 const WHAT: &str = "sealed key";
+
+/// The OAEP hash (and MGF1 hash) used to encrypt the content key to a recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OaepHash {
+    /// SHA-256 with MGF1-SHA-256: the default.
+    #[default]
+    Sha256,
+    /// SHA-1 with MGF1-SHA-1: for tokens whose `C_UnwrapKey` does no other OAEP (SoftHSM2 2.6).
+    Sha1,
+}
+
+impl OaepHash {
+    fn decrypt_alg(self) -> DecryptAlg {
+        match self {
+            OaepHash::Sha256 => DecryptAlg::RsaOaepSha256,
+            OaepHash::Sha1 => DecryptAlg::RsaOaepSha1,
+        }
+    }
+
+    fn params(self) -> &'static [u8] {
+        match self {
+            OaepHash::Sha256 => &OAEP_SHA256_PARAMS,
+            OaepHash::Sha1 => &OAEP_SHA1_PARAMS,
+        }
+    }
+
+    /// True for the default, so that JSON and CBOR leave it out.
+    pub fn is_default(&self) -> bool {
+        *self == OaepHash::Sha256
+    }
+}
+
+/// Whom a key is sealed to: an RSA public key and the OAEP hash it can unwrap with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// DER SubjectPublicKeyInfo of the RSA key.
+    #[serde(with = "serde_bytes")]
+    pub spki: Vec<u8>,
+    /// OAEP hash.
+    #[serde(default, skip_serializing_if = "OaepHash::is_default")]
+    pub oaep: OaepHash,
+}
+
+impl Recipient {
+    /// A recipient with the default OAEP hash (SHA-256).
+    pub fn new(spki: Vec<u8>) -> Self {
+        Recipient { spki, oaep: OaepHash::Sha256 }
+    }
+}
 
 fn malformed(why: impl std::fmt::Display) -> ProvisionError {
     ProvisionError::Malformed { what: WHAT, why: why.to_string() }
@@ -52,41 +111,36 @@ fn encode_err(e: der::Error) -> ProvisionError {
 pub(crate) struct SealedParts {
     /// Subject key identifier of the recipient.
     pub recipient: Vec<u8>,
-    /// RSA-OAEP(SHA-256) encryption of the AES-256 key.
+    /// The OAEP hash of `encrypted_key`.
+    pub oaep: OaepHash,
+    /// RSA-OAEP encryption of the AES-256 key.
     pub encrypted_key: Vec<u8>,
-    /// AES-CBC IV.
-    pub iv: [u8; 16],
-    /// AES-256-CBC-PAD encryption of the PKCS#8 key.
-    pub ciphertext: Vec<u8>,
+    /// AES-256-KWP wrapping of the PKCS#8 key.
+    pub wrapped: Vec<u8>,
 }
 
-/// Seals `pkcs8` to the RSA public key `recipient_spki`.
-pub(crate) fn seal(pkcs8: &[u8], recipient_spki: &[u8]) -> Result<Vec<u8>> {
-    use aws_lc_rs::cipher::{PaddedBlockEncryptingKey, UnboundCipherKey, AES_256};
-    let recipient = PublicKey::from_spki(recipient_spki)?;
-    if !recipient.algorithm().is_rsa() {
+/// Seals `pkcs8` to `recipient`.
+pub(crate) fn seal(pkcs8: &[u8], recipient: &Recipient) -> Result<Vec<u8>> {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
+    let public = PublicKey::from_spki(&recipient.spki)?;
+    if !public.algorithm().is_rsa() {
         return Err(ProvisionError::Invalid { what: WHAT, why: "the recipient key must be RSA".into() });
     }
     let mut cek = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(cek.as_mut()).map_err(|_| VaultError::Crypto("no randomness".into()))?;
-    let encrypted_key = recipient.encrypt(DecryptAlg::RsaOaepSha256, cek.as_ref())?;
-    let crypto = |_| ProvisionError::Vault(VaultError::Crypto("AES-256-CBC encryption".into()));
-    let key = PaddedBlockEncryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_256, cek.as_ref()).map_err(crypto)?)
-        .map_err(crypto)?;
-    let mut buf = pkcs8.to_vec();
-    let ctx = key.encrypt(&mut buf).map_err(crypto)?;
-    let iv: &[u8] = match &ctx {
-        aws_lc_rs::cipher::DecryptionContext::Iv128(iv) => iv.as_ref(),
-        _ => return Err(ProvisionError::Vault(VaultError::Crypto("AES-CBC gave no IV".into()))),
-    };
+    let encrypted_key = public.encrypt(recipient.oaep.decrypt_alg(), cek.as_ref())?;
+    let crypto = |_| ProvisionError::Vault(VaultError::Crypto("AES-256 key wrap".into()));
+    let kek = AesKek::new(&AES_256, cek.as_ref()).map_err(crypto)?;
+    let mut out = vec![0u8; pkcs8.len() + 16];
+    let wrapped = kek.wrap_with_padding(pkcs8, &mut out).map_err(crypto)?.to_vec();
     let ktri = KeyTransRecipientInfo {
         version: CmsVersion::V2,
         rid: RecipientIdentifier::SubjectKeyIdentifier(SubjectKeyIdentifier(
-            OctetString::new(key_identifier(recipient_spki)).map_err(encode_err)?,
+            OctetString::new(key_identifier(&recipient.spki)).map_err(encode_err)?,
         )),
         key_enc_alg: AlgorithmIdentifierOwned {
             oid: rfc5912::ID_RSAES_OAEP,
-            parameters: Some(Any::from_der(&OAEP_SHA256_PARAMS).map_err(encode_err)?),
+            parameters: Some(Any::from_der(recipient.oaep.params()).map_err(encode_err)?),
         },
         enc_key: OctetString::new(encrypted_key).map_err(encode_err)?,
     };
@@ -96,13 +150,8 @@ pub(crate) fn seal(pkcs8: &[u8], recipient_spki: &[u8]) -> Result<Vec<u8>> {
         recip_infos: RecipientInfos::try_from(vec![RecipientInfo::Ktri(ktri)]).map_err(encode_err)?,
         encrypted_content: EncryptedContentInfo {
             content_type: rfc5911::ID_DATA,
-            content_enc_alg: AlgorithmIdentifierOwned {
-                oid: rfc5911::ID_AES_256_CBC,
-                parameters: Some(
-                    Any::encode_from(&OctetString::new(iv.to_vec()).map_err(encode_err)?).map_err(encode_err)?,
-                ),
-            },
-            encrypted_content: Some(OctetString::new(buf).map_err(encode_err)?),
+            content_enc_alg: AlgorithmIdentifierOwned { oid: ID_AES256_WRAP_PAD, parameters: None },
+            encrypted_content: Some(OctetString::new(wrapped).map_err(encode_err)?),
         },
         unprotected_attrs: None,
     };
@@ -131,54 +180,51 @@ pub(crate) fn parse(der: &[u8]) -> Result<SealedParts> {
     let RecipientIdentifier::SubjectKeyIdentifier(ski) = &ktri.rid else {
         return Err(malformed("the recipient is not named by subject key identifier"));
     };
-    let params_ok =
-        ktri.key_enc_alg.parameters.as_ref().and_then(|p| p.to_der().ok()).as_deref() == Some(&OAEP_SHA256_PARAMS[..]);
-    if ktri.key_enc_alg.oid != rfc5912::ID_RSAES_OAEP || !params_ok {
-        return Err(malformed("the key encryption is not RSAES-OAEP with SHA-256"));
-    }
+    let params = ktri.key_enc_alg.parameters.as_ref().and_then(|p| p.to_der().ok());
+    let oaep = [OaepHash::Sha256, OaepHash::Sha1].into_iter().find(|h| params.as_deref() == Some(h.params()));
+    let (true, Some(oaep)) = (ktri.key_enc_alg.oid == rfc5912::ID_RSAES_OAEP, oaep) else {
+        return Err(malformed("the key encryption is not RSAES-OAEP with SHA-256 or SHA-1"));
+    };
     let enc = &ed.encrypted_content;
-    if enc.content_type != rfc5911::ID_DATA || enc.content_enc_alg.oid != rfc5911::ID_AES_256_CBC {
-        return Err(malformed("the content encryption is not AES-256-CBC over data"));
+    if enc.content_type != rfc5911::ID_DATA
+        || enc.content_enc_alg.oid != ID_AES256_WRAP_PAD
+        || enc.content_enc_alg.parameters.is_some()
+    {
+        return Err(malformed("the content encryption is not AES-256 key wrap with padding over data"));
     }
-    let iv: OctetString = enc
-        .content_enc_alg
-        .parameters
-        .as_ref()
-        .ok_or_else(|| malformed("AES-CBC without IV"))?
-        .decode_as()
-        .map_err(|e| malformed(format!("AES-CBC IV: {e}")))?;
-    let iv: [u8; 16] = iv.as_bytes().try_into().map_err(|_| malformed("the AES-CBC IV is not 16 bytes"))?;
-    let ciphertext = enc.encrypted_content.as_ref().ok_or_else(|| malformed("no encrypted content"))?;
+    let wrapped = enc.encrypted_content.as_ref().ok_or_else(|| malformed("no encrypted content"))?;
     Ok(SealedParts {
         recipient: ski.0.as_bytes().to_vec(),
+        oaep,
         encrypted_key: ktri.enc_key.as_bytes().to_vec(),
-        iv,
-        ciphertext: ciphertext.as_bytes().to_vec(),
+        wrapped: wrapped.as_bytes().to_vec(),
     })
 }
 
-/// Opens a sealed key with `transport` (which decrypts inside its vault) and returns the PKCS#8 DER.
-pub(crate) fn open(der: &[u8], transport: &dyn VaultKey) -> Result<Zeroizing<Vec<u8>>> {
-    use aws_lc_rs::cipher::{DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey, AES_256};
-    let parts = parse(der)?;
-    if parts.recipient != key_identifier(&transport.info().spki_der) {
+/// Checks that a parsed sealed key is for `transport_spki`.
+pub(crate) fn check_recipient(parts: &SealedParts, transport_spki: &[u8]) -> Result<()> {
+    if parts.recipient != key_identifier(transport_spki) {
         return Err(ProvisionError::WrongSigner {
             what: WHAT,
             expected: "this vault's transport key",
             why: "it is sealed to another key".into(),
         });
     }
-    let cek = transport.decrypt(DecryptAlg::RsaOaepSha256, &parts.encrypted_key)?;
-    if cek.len() != 32 {
-        return Err(ProvisionError::Vault(VaultError::DecryptFailed));
-    }
+    Ok(())
+}
+
+/// Opens a sealed key with `transport` (which decrypts inside its vault) and returns the PKCS#8 DER.
+pub(crate) fn open(der: &[u8], transport: &dyn VaultKey) -> Result<Zeroizing<Vec<u8>>> {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
+    let parts = parse(der)?;
+    check_recipient(&parts, &transport.info().spki_der)?;
+    let cek = transport.decrypt(parts.oaep.decrypt_alg(), &parts.encrypted_key)?;
     let failed = |_| ProvisionError::Vault(VaultError::DecryptFailed);
-    let key =
-        PaddedBlockDecryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_256, &cek).map_err(failed)?).map_err(failed)?;
-    let mut buf = Zeroizing::new(parts.ciphertext);
-    let n = key.decrypt(&mut buf, DecryptionContext::Iv128(parts.iv.into())).map_err(failed)?.len();
-    buf.truncate(n);
-    Ok(buf)
+    let kek = AesKek::new(&AES_256, &cek).map_err(failed)?;
+    let mut out = Zeroizing::new(vec![0u8; parts.wrapped.len()]);
+    let n = kek.unwrap_with_padding(&parts.wrapped, &mut out).map_err(failed)?.len();
+    out.truncate(n);
+    Ok(out)
 }
 
 /// The subject key identifier of the key a sealed key is for (to match it with a dongle's transport key).

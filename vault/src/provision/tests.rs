@@ -74,7 +74,7 @@ fn update(w: &World, req: &Request) -> (Update, Vec<u8>) {
         Duration::from_secs(3600),
     )
     .unwrap();
-    let sealed = seal::seal(made.pkcs8(), &req.transport_key).unwrap();
+    let sealed = seal::seal(made.pkcs8(), &req.transport_recipient()).unwrap();
     let u = Update::new(
         req.serial.clone(),
         req.nonce.clone(),
@@ -188,15 +188,14 @@ fn every_flipped_byte_of_a_receipt_is_rejected() {
 fn every_flipped_byte_of_a_sealed_key_is_rejected() {
     let w = world();
     let pkcs8 = generate_pkcs8(KeyAlgorithm::EcP256).unwrap();
-    let sealed = seal::seal(&pkcs8, &w.transport.info().spki_der).unwrap();
-    for i in 0..sealed.len() {
-        let mut bad = sealed.clone();
-        bad[i] ^= 0x01;
-        // CBC has no integrity of its own: a flip in the last blocks can pass the padding check, and then the
-        // PKCS#8 no longer parses or no longer matches the certificate, which the import checks. Either way the
-        // bytes are never the original key.
-        if let Ok(p) = seal::open(&bad, &w.transport) {
-            assert_ne!(p.as_slice(), pkcs8.as_slice(), "flip at {i} gave back the original key");
+    for oaep in [OaepHash::Sha256, OaepHash::Sha1] {
+        let sealed = seal::seal(&pkcs8, &Recipient { spki: w.transport.info().spki_der.clone(), oaep }).unwrap();
+        assert_eq!(seal::open(&sealed, &w.transport).unwrap().as_slice(), pkcs8.as_slice());
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            // Key wrap checks its own integrity: no flipped byte yields a key.
+            assert!(seal::open(&bad, &w.transport).is_err(), "flip at {i} ({oaep:?}) was accepted");
         }
     }
 }
@@ -310,22 +309,28 @@ fn openssl_cms_reads_verifies_and_decrypts_our_files() -> TestResult {
         openssl(&["pkey", "-in", &p("t.pem"), "-pubout", "-outform", "DER", "-out", &p("t.spki")]).status.success();
     assert!(out);
     let pkcs8 = generate_pkcs8(KeyAlgorithm::EcP256)?;
-    std::fs::write(p("sealed.p7"), seal::seal(&pkcs8, &std::fs::read(p("t.spki"))?)?)?;
+    std::fs::write(p("sealed.p7"), seal::seal(&pkcs8, &Recipient::new(std::fs::read(p("t.spki"))?))?)?;
     let out = openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", &p("sealed.p7")]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("rsaesOaep"), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = openssl(&[
-        "cms",
-        "-decrypt",
-        "-inform",
-        "DER",
-        "-in",
-        &p("sealed.p7"),
-        "-inkey",
-        &p("t.pem"),
-        "-out",
-        &p("k.der"),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(p("k.der"))?, pkcs8.as_slice());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("id-aes256-wrap-pad"));
+    for oaep in [OaepHash::Sha256, OaepHash::Sha1] {
+        let sealed = seal::seal(&pkcs8, &Recipient { spki: std::fs::read(p("t.spki"))?, oaep })?;
+        std::fs::write(p("sealed.p7"), sealed)?;
+        let out = openssl(&[
+            "cms",
+            "-decrypt",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            &p("sealed.p7"),
+            "-inkey",
+            &p("t.pem"),
+            "-out",
+            &p("k.der"),
+        ]);
+        assert!(out.status.success(), "{oaep:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(p("k.der"))?, pkcs8.as_slice(), "{oaep:?}");
+    }
     Ok(())
 }

@@ -11,7 +11,9 @@ use crate::container::{Container, PinRole, SecretBytes, StoredKey};
 use crate::error::{Result, VaultError};
 use crate::key::{KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey, VaultKey};
 use crate::protocol::{ApplyReport, DeviceState, RequestContext};
-use crate::provision::{self, seal, Expected, SealedKeys, Thumbprint, DEVICE_KEY_LABEL, TRANSPORT_KEY_LABEL};
+use crate::provision::{
+    self, seal, Expected, Recipient, SealedKeys, Thumbprint, DEVICE_KEY_LABEL, TRANSPORT_KEY_LABEL,
+};
 use crate::soft::{self, SoftKey};
 
 /// The device identity key: small and fast signatures.
@@ -204,7 +206,7 @@ impl Slot {
         &self,
         conn: &Conn,
         algorithm: KeyAlgorithm,
-        recipients: &[ByteBuf],
+        recipients: &[Recipient],
     ) -> Result<SealedKeys> {
         self.require_login(conn)?;
         if recipients.is_empty() {
@@ -224,7 +226,7 @@ impl Slot {
         result
     }
 
-    pub(super) fn reseal(&self, key: SharedKey, conn: &Conn, sealed: &[u8], recipient: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn reseal(&self, key: SharedKey, conn: &Conn, sealed: &[u8], recipient: &Recipient) -> Result<Vec<u8>> {
         let label = key.info().label.clone();
         let result = (|| {
             if !key.info().policy.unwrap_only {

@@ -3,80 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
-
-use certvault::csr::{self, CsrRequest};
 use certvault::provision::device::{self, ItemSpec};
 use certvault::provision::envelope::key_identifier;
-use certvault::provision::{
-    self, seal, verify_receipt, verify_request, KeyMaker, KeyOrigin, Request, Update, UpdateItem,
-};
+use certvault::provision::{self, seal, verify_receipt, verify_request, KeyMaker, Update, UpdateItem};
 use certvault::{
-    DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SharedKey, SignAlg, VaultError,
+    DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SignAlg, VaultError,
 };
+use common::central::Central;
 use common::vaultd::{Vaultd, ADMIN_PIN};
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// The central's side, as a test plays it: a CA key and a backup key inside its own vaultd.
-struct Central {
-    _vault: Vaultd,
-    client: DaemonClient,
-    ca_key: SharedKey,
-    ca_cert: Vec<u8>,
-    backup_spki: Vec<u8>,
-}
-
-impl Central {
-    fn start() -> Central {
-        let vault = Vaultd::start("CENTRAL-1");
-        let client = vault.client();
-        client.generate("ca", KeyAlgorithm::EcP256, KeyPolicy::default()).unwrap();
-        let ca_key = client.key(&KeySelector::Label("ca".into())).unwrap();
-        let ca_cert = csr::self_signed_ca(ca_key.as_ref(), "certvault test central", DAY).unwrap();
-        let backup = client
-            .generate("backup", KeyAlgorithm::Rsa { bits: 2048 }, KeyPolicy { unwrap_only: true, ..Default::default() })
-            .unwrap();
-        Central { _vault: vault, client, ca_key, ca_cert, backup_spki: backup.spki_der }
-    }
-
-    /// Issues every item of a verified request; returns the update document and the backup copies of made keys.
-    fn answer(&self, req: &Request) -> (Update, Vec<Vec<u8>>) {
-        let mut items = Vec::new();
-        let mut backups = Vec::new();
-        for item in &req.items {
-            let (chain, sealed_key) = match item.key_origin {
-                KeyOrigin::Device => {
-                    let leaf =
-                        csr::issue_from_csr(self.ca_key.as_ref(), &self.ca_cert, item.csr.as_ref().unwrap(), DAY)
-                            .unwrap();
-                    (vec![leaf, self.ca_cert.clone()], None)
-                }
-                KeyOrigin::Central => {
-                    let made = self
-                        .client
-                        .generate_sealed(item.algorithm, &[req.transport_key.clone(), self.backup_spki.clone()])
-                        .unwrap();
-                    let subject = CsrRequest {
-                        common_name: item.label.clone(),
-                        application_uri: Some(item.application_uri.clone()),
-                        dns_names: item.hosts.clone(),
-                        ..Default::default()
-                    };
-                    let leaf = csr::issue(self.ca_key.as_ref(), &self.ca_cert, &made.spki, &subject, DAY).unwrap();
-                    backups.push(made.sealed[1].to_vec());
-                    (vec![leaf, self.ca_cert.clone()], Some(made.sealed[0].to_vec()))
-                }
-            };
-            items.push(UpdateItem { label: item.label.clone(), chain, sealed_key });
-        }
-        (Update::new(req.serial.clone(), req.nonce.clone(), req.counter, items), backups)
-    }
-
-    fn sign(&self, u: &Update) -> Vec<u8> {
-        u.sign(self.ca_key.as_ref(), std::slice::from_ref(&self.ca_cert)).unwrap()
-    }
-}
 
 fn items() -> Vec<ItemSpec> {
     vec![

@@ -13,6 +13,7 @@ use certvault::container::{self, Container, KdfParams};
 use certvault::csr::CsrRequest;
 use certvault::daemon::server::{default_socket, ensure_device_keys};
 use certvault::provision;
+use certvault::provision::device::DeviceVault;
 use certvault::{DaemonClient, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SignAlg};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -196,7 +197,8 @@ enum DeviceCmd {
     Init,
     /// Show the device keys, update counter, outstanding request and trusted central.
     Show,
-    /// Pin the central's certificate (PEM or DER): only updates it signs are applied. Needs the admin PIN.
+    /// Pin the central's certificate (PEM or DER): only updates it signs are applied. Needs the admin PIN (on a
+    /// PKCS#11 token: the user PIN).
     TrustCentral {
         /// The central's certificate.
         #[arg(long, value_name = "FILE")]
@@ -332,6 +334,18 @@ fn store(conn: &ConnArgs) -> Result<Box<dyn KeyStore>> {
     let Some(uri) = &conn.pkcs11 else {
         return Ok(Box::new(connect(conn, true)?));
     };
+    Ok(Box::new(open_token(conn, uri)?))
+}
+
+/// The provisioning device: a PKCS#11 token when `--pkcs11` is given, else vaultd.
+fn device_vault(conn: &ConnArgs) -> Result<Box<dyn DeviceVault>> {
+    match &conn.pkcs11 {
+        Some(uri) => Ok(Box::new(open_token(conn, uri)?)),
+        None => Ok(Box::new(connect(conn, true)?)),
+    }
+}
+
+fn open_token(conn: &ConnArgs, uri: &certvault::uri::Pkcs11Uri) -> Result<certvault::pkcs11::Pkcs11Token> {
     let mut uri = uri.clone();
     let pin = match uri.pin.take() {
         Some(source) => source.read()?,
@@ -339,7 +353,7 @@ fn store(conn: &ConnArgs) -> Result<Box<dyn KeyStore>> {
     };
     let token = certvault::pkcs11::Pkcs11Token::open_uri(&uri)?;
     token.login(&pin)?;
-    Ok(Box::new(token))
+    Ok(token)
 }
 
 fn daemon_only(conn: &ConnArgs, what: &str) -> Result<()> {
@@ -560,18 +574,16 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "PIN changed")?;
         }
         Cmd::Request { items, out } => {
-            daemon_only(&cli.conn, "request")?;
-            let client = connect(&cli.conn, true)?;
-            let der = provision::device::make_request(&client, items)?;
+            let vault = device_vault(&cli.conn)?;
+            let der = provision::device::make_request(vault.as_ref(), items)?;
             std::fs::write(out, &der).with_context(|| format!("writing {}", out.display()))?;
             writeln!(stdout, "wrote request for {} item(s) to {}", items.len(), out.display())?;
             writeln!(stdout, "send it to the central; apply its answer with `certvault apply`")?;
         }
         Cmd::Apply { input, receipt } => {
-            daemon_only(&cli.conn, "apply")?;
-            let client = connect(&cli.conn, true)?;
+            let vault = device_vault(&cli.conn)?;
             let der = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-            let (report, receipt_der) = provision::device::apply_update(&client, &der)
+            let (report, receipt_der) = provision::device::apply_update(vault.as_ref(), &der)
                 .with_context(|| format!("{} was not applied; nothing changed", input.display()))?;
             std::fs::write(receipt, &receipt_der).with_context(|| format!("writing {}", receipt.display()))?;
             for t in &report.certificates {
@@ -582,18 +594,23 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(stdout, "wrote receipt to {}: send it to the central", receipt.display())?;
         }
         Cmd::Device { cmd } => {
-            daemon_only(&cli.conn, "device")?;
-            let client = connect(&cli.conn, true)?;
+            let vault = device_vault(&cli.conn)?;
             let state = match cmd {
-                DeviceCmd::Init => client.device_init()?,
-                DeviceCmd::Show => client.device_info()?,
+                DeviceCmd::Init => vault.device_init()?,
+                DeviceCmd::Show => vault.device_info()?,
                 DeviceCmd::TrustCentral { cert, admin_pin_file } => {
-                    let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
                     let mut blocks = read_der_blocks(cert, "CERTIFICATE")?;
                     let der = blocks.drain(..).next().context("no certificate in the file")?;
-                    client.trust_central(&admin, &der)?;
+                    match &cli.conn.pkcs11 {
+                        // A token's SO PIN cannot be checked while the user is logged in: the user PIN decides.
+                        Some(uri) => open_token(&cli.conn, uri)?.trust_central(&der)?,
+                        None => {
+                            let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
+                            connect(&cli.conn, true)?.trust_central(&admin, &der)?;
+                        }
+                    }
                     writeln!(stdout, "trusting the central certificate sha256 {}", provision::thumbprint(&der))?;
-                    client.device_info()?
+                    vault.device_info()?
                 }
             };
             writeln!(stdout, "serial: {}", state.serial)?;

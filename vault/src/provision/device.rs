@@ -1,12 +1,58 @@
-//! The device's side of the exchange over vaultd: make a request file, apply an update file and answer with a
-//! receipt. `certvault request` and `certvault apply` are thin wrappers around these.
+//! The device's side of the exchange: make a request file, apply an update file and answer with a receipt, on a
+//! vaultd container ([`DaemonClient`]) or a PKCS#11 token ([`crate::pkcs11::Pkcs11Token`]). `certvault request`
+//! and `certvault apply` are thin wrappers around these.
 
 use super::{ProvisionError, Receipt, Request, RequestItem, Result, DEVICE_KEY_LABEL};
 use crate::csr::CsrRequest;
 use crate::key::{KeyAlgorithm, KeyPolicy, KeySelector};
-use crate::protocol::ApplyReport;
+use crate::pkcs11::Pkcs11Token;
+use crate::protocol::{ApplyReport, DeviceState, RequestContext};
+use crate::provision::OaepHash;
 use crate::store::KeyStore;
 use crate::DaemonClient;
+
+/// A vault that can be a provisioning device: it holds the device identity, the counter, the outstanding nonce and
+/// the pinned central, and applies updates inside.
+pub trait DeviceVault: KeyStore {
+    /// Makes the device identity key and the transport key inside, if missing.
+    fn device_init(&self) -> crate::Result<DeviceState>;
+    /// The device's keys, counter, outstanding request and pinned central.
+    fn device_info(&self) -> crate::Result<DeviceState>;
+    /// Makes and remembers a fresh request nonce; also says which OAEP hash the transport key unwraps with.
+    fn begin_request(&self) -> crate::Result<(RequestContext, OaepHash)>;
+    /// Verifies an update and stores what it brings, inside the vault.
+    fn apply_update(&self, update: &[u8]) -> crate::Result<ApplyReport>;
+}
+
+impl DeviceVault for DaemonClient {
+    fn device_init(&self) -> crate::Result<DeviceState> {
+        DaemonClient::device_init(self)
+    }
+    fn device_info(&self) -> crate::Result<DeviceState> {
+        DaemonClient::device_info(self)
+    }
+    fn begin_request(&self) -> crate::Result<(RequestContext, OaepHash)> {
+        Ok((DaemonClient::begin_request(self)?, OaepHash::Sha256))
+    }
+    fn apply_update(&self, update: &[u8]) -> crate::Result<ApplyReport> {
+        DaemonClient::apply_update(self, update)
+    }
+}
+
+impl DeviceVault for Pkcs11Token {
+    fn device_init(&self) -> crate::Result<DeviceState> {
+        Pkcs11Token::device_init(self)
+    }
+    fn device_info(&self) -> crate::Result<DeviceState> {
+        Pkcs11Token::device_info(self)
+    }
+    fn begin_request(&self) -> crate::Result<(RequestContext, OaepHash)> {
+        Pkcs11Token::begin_request(self)
+    }
+    fn apply_update(&self, update: &[u8]) -> crate::Result<ApplyReport> {
+        Pkcs11Token::apply_update(self, update)
+    }
+}
 
 /// One certificate to ask for, as the operator says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +106,7 @@ impl std::str::FromStr for ItemSpec {
 
 /// Makes a signed request file for `items`. Device-origin items use the key of that label, made inside the vault
 /// now if it does not exist yet, and carry a CSR signed inside. The vault remembers the request's nonce.
-pub fn make_request(client: &DaemonClient, items: &[ItemSpec]) -> Result<Vec<u8>> {
+pub fn make_request(client: &dyn DeviceVault, items: &[ItemSpec]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for spec in items {
         if super::is_reserved_label(&spec.label) {
@@ -110,8 +156,8 @@ pub fn make_request(client: &DaemonClient, items: &[ItemSpec]) -> Result<Vec<u8>
             csr,
         });
     }
-    let ctx = client.begin_request()?;
-    let request = Request::new(
+    let (ctx, oaep) = client.begin_request()?;
+    let mut request = Request::new(
         ctx.serial,
         ctx.device_key.into_vec(),
         ctx.transport_key.into_vec(),
@@ -119,12 +165,13 @@ pub fn make_request(client: &DaemonClient, items: &[ItemSpec]) -> Result<Vec<u8>
         ctx.counter,
         out,
     );
+    request.transport_oaep = oaep;
     let device_key = client.key(&KeySelector::Label(DEVICE_KEY_LABEL.into()))?;
     request.sign(device_key.as_ref())
 }
 
-/// Applies an update file inside vaultd and returns the report and the signed receipt file.
-pub fn apply_update(client: &DaemonClient, update: &[u8]) -> Result<(ApplyReport, Vec<u8>)> {
+/// Applies an update file inside the vault and returns the report and the signed receipt file.
+pub fn apply_update(client: &dyn DeviceVault, update: &[u8]) -> Result<(ApplyReport, Vec<u8>)> {
     let report = client.apply_update(update)?;
     let device_key = client.key(&KeySelector::Label(DEVICE_KEY_LABEL.into()))?;
     let receipt = Receipt::new(

@@ -244,6 +244,9 @@ pub struct RequestContext {
     pub device_key: ByteBuf,
     /// DER SubjectPublicKeyInfo of the transport key.
     pub transport_key: ByteBuf,
+    /// The OAEP hash the transport key unwraps with (a fronted PKCS#11 token may need SHA-1).
+    #[serde(default, skip_serializing_if = "crate::provision::OaepHash::is_default")]
+    pub transport_oaep: crate::provision::OaepHash,
 }
 
 /// Answer to `ApplyUpdate`.

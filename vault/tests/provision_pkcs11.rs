@@ -11,7 +11,7 @@ use certvault::provision::{verify_receipt, verify_request, OaepHash, TRANSPORT_K
 use certvault::{DecryptAlg, KeySelector, KeyStore, PublicKey, SignAlg};
 use common::central::Central;
 
-const TOKENS: &[&str] = &["prov-dev", "prov-rotate", "prov-cli"];
+const TOKENS: &[&str] = &["prov-dev", "prov-rotate", "prov-cli", "prov-front"];
 
 fn items() -> Vec<ItemSpec> {
     vec![
@@ -152,4 +152,45 @@ fn the_cli_provisions_a_token() {
     assert!(show.contains("update counter: 1") && show.contains("request outstanding: no"), "{show}");
     let again = certvault(&uri, &["apply", "--in", &p("upd.p7"), "--receipt", &p("rec2.p7")]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("nothing changed"));
+}
+
+#[test]
+fn vaultd_fronting_a_token_provisions_it() {
+    let Some(t) = token("prov-front") else { return };
+    let central = Central::start();
+    // Pinning the central on a fronted token is done on the token itself (its SO PIN is not checkable here).
+    t.trust_central(&central.ca_cert).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("front.sock");
+    let uri = format!("pkcs11:token=prov-front?module-path={}", common::softhsm::MODULE);
+    let _daemon = KillOnDrop(
+        common::vaultd::spawn_with(
+            &["--pkcs11".as_ref(), uri.as_ref(), "--state-dir".as_ref(), dir.path().as_os_str()],
+            &socket,
+        )
+        .unwrap(),
+    );
+    {
+        let c = certvault::DaemonClient::connect(&socket, None).unwrap();
+        c.login(common::softhsm::PIN).unwrap();
+        let state = c.device_init().unwrap();
+        assert!(state.transport_key.is_some());
+        let req = verify_request(&device::make_request(&c, &items()[1..2]).unwrap()).unwrap();
+        assert_eq!(req.transport_oaep, OaepHash::Sha1, "the daemon passes on the token's OAEP hash");
+        let (report, _) = device::apply_update(&c, &central.sign(&central.answer(&req).0)).unwrap();
+        assert_eq!((report.counter, report.imported_keys.len()), (1, 1));
+        assert!(c.key(&KeySelector::Label("opcua-ecc".into())).unwrap().info().non_exportable);
+        let e = c.trust_central(b"whatever", &central.ca_cert).unwrap_err();
+        assert!(e.to_string().contains("on the token itself"), "{e}");
+    }
+}
+
+/// Kills the daemon when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

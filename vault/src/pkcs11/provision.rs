@@ -229,6 +229,7 @@ impl Pkcs11Token {
                 nonce: ByteBuf::from(nonce.to_vec()),
                 device_key: ByteBuf::from(device.spki_der),
                 transport_key: ByteBuf::from(transport.spki_der),
+                transport_oaep: st.transport_oaep,
             };
             Ok((ctx, st.transport_oaep))
         })

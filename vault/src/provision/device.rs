@@ -32,7 +32,9 @@ impl DeviceVault for DaemonClient {
         DaemonClient::device_info(self)
     }
     fn begin_request(&self) -> crate::Result<(RequestContext, OaepHash)> {
-        Ok((DaemonClient::begin_request(self)?, OaepHash::Sha256))
+        let ctx = DaemonClient::begin_request(self)?;
+        let oaep = ctx.transport_oaep;
+        Ok((ctx, oaep))
     }
     fn apply_update(&self, update: &[u8]) -> crate::Result<ApplyReport> {
         DaemonClient::apply_update(self, update)

@@ -48,6 +48,7 @@ pub const NONCE_LEN: usize = 32;
 /// The arc `1.3.6.1.4.1.59142` is certvault's private-enterprise arc; if it must change (registration), it
 /// changes here and in `docs/provisioning.md` only.
 pub mod oid {
+    // invariant: `new_unwrap` runs at compile time on these literals; a malformed one fails the build, not a run.
     use const_oid::ObjectIdentifier;
     /// eContentType of a request file's JSON document.
     pub const REQUEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.59142.1.1");

@@ -89,6 +89,9 @@ impl Request {
             if self.items[..i].iter().any(|o| o.label == item.label) {
                 return Err(bad(format!("item {i}: label {:?} appears twice", item.label)));
             }
+            if item.application_uri.is_empty() {
+                return Err(bad(format!("item {:?}: empty ApplicationUri", item.label)));
+            }
             match (item.key_origin, &item.csr) {
                 (KeyOrigin::Device, None) => {
                     return Err(bad(format!("item {:?}: key origin device needs a CSR", item.label)))

@@ -43,7 +43,7 @@ const OAEP_SHA256_PARAMS: [u8; 49] = [
 ];
 /// DER of RSAES-OAEP-params with every field at its default (SHA-1, MGF1-SHA-1, empty label): an empty SEQUENCE.
 const OAEP_SHA1_PARAMS: [u8; 2] = [0x30, 0x00];
-/// `id-aes256-wrap-pad` (RFC 5649 §3).
+/// `id-aes256-wrap-pad` (RFC 5649 §3). (invariant: `new_unwrap` is evaluated at compile time.)
 pub const ID_AES256_WRAP_PAD: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.48");
 
 const WHAT: &str = "sealed key";

@@ -92,7 +92,10 @@ fn token_unsupported(serial: &str) -> VaultError {
     VaultError::Unsupported {
         key: String::new(),
         alg: String::new(),
-        why: format!("{serial} is a PKCS#11 token fronted by vaultd: provisioning through vaultd needs a container"),
+        why: format!(
+            "{serial} is a PKCS#11 token fronted by vaultd: pin the central on the token itself with \
+             `certvault --pkcs11 <URI> device trust-central`"
+        ),
     }
 }
 
@@ -106,6 +109,11 @@ impl Slot {
 
     pub(super) fn device_init(&self, conn: &Conn) -> Result<DeviceState> {
         self.require_login(conn)?;
+        if let Backend::Token { token, .. } = &self.backend {
+            let result = token.device_init();
+            self.audit(conn, "device-init", None, None, result.is_ok())?;
+            return result;
+        }
         {
             let guard = self.open_container()?.read().map_err(lock_err)?;
             let s = state(guard.as_ref().ok_or(VaultError::NotLoggedIn)?);
@@ -134,6 +142,9 @@ impl Slot {
 
     pub(super) fn device_info(&self, conn: &Conn) -> Result<DeviceState> {
         self.require_login(conn)?;
+        if let Backend::Token { token, .. } = &self.backend {
+            return token.device_info();
+        }
         let guard = self.open_container()?.read().map_err(lock_err)?;
         Ok(state(guard.as_ref().ok_or(VaultError::NotLoggedIn)?))
     }
@@ -161,6 +172,11 @@ impl Slot {
 
     pub(super) fn begin_request(&self, conn: &Conn) -> Result<RequestContext> {
         self.require_login(conn)?;
+        if let Backend::Token { token, .. } = &self.backend {
+            let result = token.begin_request().map(|(ctx, _)| ctx);
+            self.audit(conn, "begin-request", None, None, result.is_ok())?;
+            return result;
+        }
         self.open_container()?;
         let nonce = provision::fresh_nonce().map_err(VaultError::from)?;
         let result = self.mutate(|open| {
@@ -175,6 +191,7 @@ impl Slot {
                 nonce: ByteBuf::from(nonce.to_vec()),
                 device_key: ByteBuf::from(device.spki_der),
                 transport_key: ByteBuf::from(transport.spki_der),
+                transport_oaep: provision::OaepHash::Sha256,
             })
         });
         let detail = result.as_ref().ok().map(|c| format!("counter {}", c.counter));
@@ -186,6 +203,12 @@ impl Slot {
     /// changes; then keys, chains, the counter and the cleared nonce are saved in one atomic write.
     pub(super) fn apply_update(&self, conn: &Conn, der: &[u8]) -> Result<ApplyReport> {
         self.require_login(conn)?;
+        if let Backend::Token { token, .. } = &self.backend {
+            let result = token.apply_update(der);
+            let detail = result.as_ref().map(|r| format!("counter {}", r.counter)).unwrap_or_else(|e| e.to_string());
+            self.audit(conn, "apply-update", None, Some(detail), result.is_ok())?;
+            return result;
+        }
         let lock = self.open_container()?;
         let mut guard = lock.write().map_err(lock_err)?;
         let open = guard.as_mut().ok_or(VaultError::NotLoggedIn)?;

@@ -151,6 +151,13 @@ impl Pkcs11Token {
     pub fn device_init(&self) -> Result<DeviceState> {
         let t = &self.inner;
         let existing = t.with_session(|s| t.device_state(s))?;
+        if existing.transport_key.as_ref().is_some_and(|k| !k.policy.unwrap_only) {
+            return Err(VaultError::InvalidInput(format!(
+                "token {:?} has a key labelled {TRANSPORT_KEY_LABEL:?} that was not made by `device init` (it is not \
+                 unwrap-only); delete it and run `certvault device init` again",
+                t.label
+            )));
+        }
         if existing.device_key.is_none() {
             self.generate(DEVICE_KEY_LABEL, KeyAlgorithm::EcP256, KeyPolicy::default())?;
         }

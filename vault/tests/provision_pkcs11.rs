@@ -11,7 +11,7 @@ use certvault::provision::{verify_receipt, verify_request, OaepHash, TRANSPORT_K
 use certvault::{DecryptAlg, KeySelector, KeyStore, PublicKey, SignAlg};
 use common::central::Central;
 
-const TOKENS: &[&str] = &["prov-dev", "prov-rotate", "prov-cli", "prov-front"];
+const TOKENS: &[&str] = &["prov-dev", "prov-rotate", "prov-cli", "prov-front", "prov-squat"];
 
 fn items() -> Vec<ItemSpec> {
     vec![
@@ -193,4 +193,13 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn device_init_refuses_a_transport_key_it_did_not_make() {
+    let Some(t) = token("prov-squat") else { return };
+    // Someone made an ordinary (decrypting) key under the transport label before `device init`.
+    t.generate(TRANSPORT_KEY_LABEL, certvault::KeyAlgorithm::Rsa { bits: 2048 }, Default::default()).unwrap();
+    let e = t.device_init().unwrap_err();
+    assert!(e.to_string().contains("not unwrap-only"), "{e}");
 }

@@ -268,7 +268,9 @@ fn openssl_cms_reads_verifies_and_decrypts_our_files() -> TestResult {
     let (_, upd) = update(&w, &req);
     std::fs::write(p("upd.p7"), &upd)?;
     std::fs::write(p("central.der"), &w.central_cert)?;
-    for f in ["req.p7", "upd.p7"] {
+    let receipt = Receipt::new("CV-1".into(), w.device.info().spki_der.clone(), 5, req.nonce.clone(), vec![]);
+    std::fs::write(p("rec.p7"), receipt.sign(&w.device)?)?;
+    for f in ["req.p7", "upd.p7", "rec.p7"] {
         let out = openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", &p(f)]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);

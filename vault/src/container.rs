@@ -139,6 +139,12 @@ pub struct Body {
     pub update_counter: u64,
     /// Keys.
     pub keys: Vec<StoredKey>,
+    /// Nonce of the outstanding provisioning request, until an update answering it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_nonce: Option<serde_bytes::ByteBuf>,
+    /// The pinned certificate (DER) of the certificate management central whose updates this dongle accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_cert: Option<serde_bytes::ByteBuf>,
 }
 
 /// An opened container: header, data key and the decrypted body.
@@ -285,7 +291,13 @@ impl Container {
             path: path.to_path_buf(),
             header,
             dek,
-            body: Body { serial: serial.to_string(), update_counter: 0, keys: Vec::new() },
+            body: Body {
+                serial: serial.to_string(),
+                update_counter: 0,
+                keys: Vec::new(),
+                pending_nonce: None,
+                central_cert: None,
+            },
         };
         c.save()?;
         Ok(c)

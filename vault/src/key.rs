@@ -248,6 +248,11 @@ pub struct KeyPolicy {
     /// Unix uids allowed to use the key through the daemon. Empty: any uid that can open the socket.
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
+    /// The key only opens sealed keys inside the vault (a device's transport key, the central's backup key): it
+    /// makes no signatures, and the daemon refuses to return its decryptions (`decrypt` operation), because the
+    /// decrypted content key would let the caller open a sealed private key outside the vault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unwrap_only: bool,
 }
 
 /// What is known about a key, without its secret.
@@ -355,6 +360,13 @@ pub type SharedKey = Arc<dyn VaultKey>;
 /// Checks that `alg` suits `info` and the key's policy; every backend calls it before touching the key, so the
 /// refusal reads the same whichever backend holds the key.
 pub fn check_sign(info: &KeyInfo, alg: SignAlg) -> Result<()> {
+    if info.policy.unwrap_only {
+        return Err(VaultError::Unsupported {
+            key: info.label.clone(),
+            alg: alg.to_string(),
+            why: "the key only opens sealed keys inside the vault (unwrap-only)".into(),
+        });
+    }
     if alg.fits(info.algorithm) {
         Ok(())
     } else {

@@ -17,6 +17,7 @@ pub mod key;
 pub mod oaep;
 pub mod pkcs11;
 pub mod protocol;
+pub mod provision;
 pub mod pubkey;
 pub mod sig;
 pub mod soft;

@@ -155,6 +155,113 @@ pub enum Op {
         /// New user PIN.
         new_pin: SecretBytes,
     },
+    /// Provisioning: makes the device identity key and the transport key inside, if missing (idempotent).
+    DeviceInit {
+        /// Serial.
+        container: Option<String>,
+    },
+    /// Provisioning: the device's keys, counter, outstanding request and pinned central.
+    DeviceInfo {
+        /// Serial.
+        container: Option<String>,
+    },
+    /// Provisioning: pins the central's certificate (admin PIN required: it decides whose updates are accepted).
+    TrustCentral {
+        /// Serial.
+        container: Option<String>,
+        /// Admin PIN.
+        admin_pin: SecretBytes,
+        /// DER certificate.
+        cert: ByteBuf,
+    },
+    /// Provisioning: makes and remembers a fresh request nonce (replacing any outstanding one).
+    BeginRequest {
+        /// Serial.
+        container: Option<String>,
+    },
+    /// Provisioning: verifies an update file and stores its keys and chains and the new counter in one write.
+    ApplyUpdate {
+        /// Serial.
+        container: Option<String>,
+        /// The update file (DER CMS).
+        update: ByteBuf,
+    },
+    /// Makes a key inside the daemon, seals it to each recipient and keeps nothing (the central's key maker).
+    GenerateSealed {
+        /// Serial of the container whose login authorises the call.
+        container: Option<String>,
+        /// Kind and size.
+        algorithm: KeyAlgorithm,
+        /// DER SubjectPublicKeyInfo of each recipient (RSA).
+        recipients: Vec<ByteBuf>,
+        /// OAEP hash per recipient (missing entries: SHA-256).
+        #[serde(default)]
+        oaep: Vec<crate::provision::OaepHash>,
+    },
+    /// Opens a sealed key with an unwrap-only key inside the daemon and seals it to another recipient.
+    Reseal {
+        /// Serial.
+        container: Option<String>,
+        /// The unwrap-only key the sealed key is for (the central's backup key).
+        key: KeySelector,
+        /// The sealed key.
+        sealed: ByteBuf,
+        /// DER SubjectPublicKeyInfo of the new recipient.
+        recipient: ByteBuf,
+        /// Its OAEP hash.
+        #[serde(default)]
+        oaep: crate::provision::OaepHash,
+    },
+}
+
+/// Answer to `DeviceInit` and `DeviceInfo`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// Serial.
+    pub serial: String,
+    /// Update counter.
+    pub counter: u64,
+    /// The device identity key (`certvault:device`), once made.
+    pub device_key: Option<KeyInfo>,
+    /// The transport key (`certvault:transport`), once made.
+    pub transport_key: Option<KeyInfo>,
+    /// A request is outstanding (its nonce is remembered).
+    pub pending_request: bool,
+    /// The pinned central certificate (DER).
+    pub central_cert: Option<ByteBuf>,
+}
+
+/// Answer to `BeginRequest`: what a request file needs from the vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// Serial.
+    pub serial: String,
+    /// The update counter now.
+    pub counter: u64,
+    /// The fresh nonce, now remembered as outstanding.
+    pub nonce: ByteBuf,
+    /// DER SubjectPublicKeyInfo of the device key.
+    pub device_key: ByteBuf,
+    /// DER SubjectPublicKeyInfo of the transport key.
+    pub transport_key: ByteBuf,
+    /// The OAEP hash the transport key unwraps with (a fronted PKCS#11 token may need SHA-1).
+    #[serde(default, skip_serializing_if = "crate::provision::OaepHash::is_default")]
+    pub transport_oaep: crate::provision::OaepHash,
+}
+
+/// Answer to `ApplyUpdate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Serial.
+    pub serial: String,
+    /// The counter now.
+    pub counter: u64,
+    /// The nonce the update answered.
+    pub nonce: ByteBuf,
+    /// Stored certificates.
+    pub certificates: Vec<crate::provision::Thumbprint>,
+    /// Labels of keys that came sealed from the central and are now inside.
+    pub imported_keys: Vec<String>,
 }
 
 /// One container as `Hello` lists it.
@@ -244,6 +351,16 @@ pub enum Response {
     Csr(ByteBuf),
     /// Audit records.
     Audit(Vec<AuditRecord>),
+    /// Device state.
+    Device(DeviceState),
+    /// A request context.
+    RequestContext(RequestContext),
+    /// An applied update.
+    Applied(ApplyReport),
+    /// A key made and sealed.
+    Sealed(crate::provision::SealedKeys),
+    /// A re-sealed key.
+    Resealed(ByteBuf),
     /// Failure.
     Error {
         /// Class.

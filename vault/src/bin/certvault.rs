@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use certvault::container::{self, Container, KdfParams};
 use certvault::csr::CsrRequest;
-use certvault::daemon::server::default_socket;
+use certvault::daemon::server::{default_socket, ensure_device_keys};
+use certvault::provision;
+use certvault::provision::device::DeviceVault;
 use certvault::{DaemonClient, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SignAlg};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -152,6 +154,32 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         new_pin_file: Option<PathBuf>,
     },
+    /// Write a certificate request file for the central (docs/provisioning.md), signed inside the vault by the
+    /// device key. Device-made keys are made inside now if missing, and carry a CSR made inside.
+    Request {
+        /// An item, e.g. `label=opcua,alg=rsa-2048,uri=urn:machine-a,host=machine-a,origin=device`
+        /// (origin: device or central; alg defaults to rsa2048; host may repeat). Repeat --item for more.
+        #[arg(long = "item", required = true, value_name = "ITEM")]
+        items: Vec<provision::device::ItemSpec>,
+        /// Output file (DER CMS).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Import an update file from the central (checked and stored inside vaultd in one write) and write a
+    /// receipt file for the central.
+    Apply {
+        /// The update file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the receipt (DER CMS).
+        #[arg(long, value_name = "FILE")]
+        receipt: PathBuf,
+    },
+    /// The device identity used for provisioning.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
     /// Clear a PIN lockout with the admin PIN and set a new user PIN.
     Unlock {
         /// File with the admin PIN. Otherwise $CERTVAULT_ADMIN_PIN.
@@ -160,6 +188,24 @@ enum Cmd {
         /// File with the new user PIN. Otherwise $CERTVAULT_NEW_PIN.
         #[arg(long, value_name = "FILE")]
         new_pin_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// Make the device identity key and the transport key inside an existing container (idempotent).
+    Init,
+    /// Show the device keys, update counter, outstanding request and trusted central.
+    Show,
+    /// Pin the central's certificate (PEM or DER): only updates it signs are applied. Needs the admin PIN (on a
+    /// PKCS#11 token: the user PIN).
+    TrustCentral {
+        /// The central's certificate.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// File with the admin PIN. Otherwise $CERTVAULT_ADMIN_PIN.
+        #[arg(long, value_name = "FILE")]
+        admin_pin_file: Option<PathBuf>,
     },
 }
 
@@ -208,7 +254,11 @@ struct PolicyArgs {
 
 impl PolicyArgs {
     fn policy(&self) -> KeyPolicy {
-        KeyPolicy { allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt, allowed_uids: self.allowed_uids.clone() }
+        KeyPolicy {
+            allow_pkcs1v15_decrypt: self.allow_pkcs1v15_decrypt,
+            allowed_uids: self.allowed_uids.clone(),
+            unwrap_only: false,
+        }
     }
 }
 
@@ -284,6 +334,18 @@ fn store(conn: &ConnArgs) -> Result<Box<dyn KeyStore>> {
     let Some(uri) = &conn.pkcs11 else {
         return Ok(Box::new(connect(conn, true)?));
     };
+    Ok(Box::new(open_token(conn, uri)?))
+}
+
+/// The provisioning device: a PKCS#11 token when `--pkcs11` is given, else vaultd.
+fn device_vault(conn: &ConnArgs) -> Result<Box<dyn DeviceVault>> {
+    match &conn.pkcs11 {
+        Some(uri) => Ok(Box::new(open_token(conn, uri)?)),
+        None => Ok(Box::new(connect(conn, true)?)),
+    }
+}
+
+fn open_token(conn: &ConnArgs, uri: &certvault::uri::Pkcs11Uri) -> Result<certvault::pkcs11::Pkcs11Token> {
     let mut uri = uri.clone();
     let pin = match uri.pin.take() {
         Some(source) => source.read()?,
@@ -291,7 +353,7 @@ fn store(conn: &ConnArgs) -> Result<Box<dyn KeyStore>> {
     };
     let token = certvault::pkcs11::Pkcs11Token::open_uri(&uri)?;
     token.login(&pin)?;
-    Ok(Box::new(token))
+    Ok(token)
 }
 
 fn daemon_only(conn: &ConnArgs, what: &str) -> Result<()> {
@@ -351,8 +413,16 @@ fn run(cli: Cli) -> Result<()> {
             let pin = read_secret(cli.conn.pin_file.as_deref(), "CERTVAULT_PIN", "user PIN")?;
             let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
             let kdf = KdfParams { m_kib: *kdf_memory_kib, ..KdfParams::default() };
-            Container::create(file, serial, &pin, &admin, kdf, *max_pin_attempts)?;
+            let mut c = Container::create(file, serial, &pin, &admin, kdf, *max_pin_attempts)?;
+            ensure_device_keys(&mut c)?;
+            c.save()?;
             writeln!(stdout, "created container {} (serial {serial})", file.display())?;
+            writeln!(
+                stdout,
+                "device identity made inside: {} and {}",
+                provision::DEVICE_KEY_LABEL,
+                provision::TRANSPORT_KEY_LABEL
+            )?;
             writeln!(stdout, "serve it with: vaultd --container {}", file.display())?;
         }
         Cmd::Status => {
@@ -502,6 +572,60 @@ fn run(cli: Cli) -> Result<()> {
             let new = read_secret(new_pin_file.as_deref(), "CERTVAULT_NEW_PIN", "new PIN")?;
             client.change_pin(&old, &new)?;
             writeln!(stdout, "PIN changed")?;
+        }
+        Cmd::Request { items, out } => {
+            let vault = device_vault(&cli.conn)?;
+            let der = provision::device::make_request(vault.as_ref(), items)?;
+            std::fs::write(out, &der).with_context(|| format!("writing {}", out.display()))?;
+            writeln!(stdout, "wrote request for {} item(s) to {}", items.len(), out.display())?;
+            writeln!(stdout, "send it to the central; apply its answer with `certvault apply`")?;
+        }
+        Cmd::Apply { input, receipt } => {
+            let vault = device_vault(&cli.conn)?;
+            let der = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+            let (report, receipt_der) = provision::device::apply_update(vault.as_ref(), &der)
+                .with_context(|| format!("{} was not applied; nothing changed", input.display()))?;
+            std::fs::write(receipt, &receipt_der).with_context(|| format!("writing {}", receipt.display()))?;
+            for t in &report.certificates {
+                let how = if report.imported_keys.contains(&t.label) { " (key made by the central)" } else { "" };
+                writeln!(stdout, "stored {}{how}: sha256 {}", t.label, t.sha256)?;
+            }
+            writeln!(stdout, "update counter is now {}", report.counter)?;
+            writeln!(stdout, "wrote receipt to {}: send it to the central", receipt.display())?;
+        }
+        Cmd::Device { cmd } => {
+            let vault = device_vault(&cli.conn)?;
+            let state = match cmd {
+                DeviceCmd::Init => vault.device_init()?,
+                DeviceCmd::Show => vault.device_info()?,
+                DeviceCmd::TrustCentral { cert, admin_pin_file } => {
+                    let mut blocks = read_der_blocks(cert, "CERTIFICATE")?;
+                    let der = blocks.drain(..).next().context("no certificate in the file")?;
+                    match &cli.conn.pkcs11 {
+                        // A token's SO PIN cannot be checked while the user is logged in: the user PIN decides.
+                        Some(uri) => open_token(&cli.conn, uri)?.trust_central(&der)?,
+                        None => {
+                            let admin = read_secret(admin_pin_file.as_deref(), "CERTVAULT_ADMIN_PIN", "admin PIN")?;
+                            connect(&cli.conn, true)?.trust_central(&admin, &der)?;
+                        }
+                    }
+                    writeln!(stdout, "trusting the central certificate sha256 {}", provision::thumbprint(&der))?;
+                    vault.device_info()?
+                }
+            };
+            writeln!(stdout, "serial: {}", state.serial)?;
+            for (what, key) in [("device key", &state.device_key), ("transport key", &state.transport_key)] {
+                match key {
+                    Some(k) => writeln!(stdout, "{what}: {} {} sha256={}", k.label, k.algorithm, k.fingerprint())?,
+                    None => writeln!(stdout, "{what}: none (run `certvault device init`)")?,
+                }
+            }
+            writeln!(stdout, "update counter: {}", state.counter)?;
+            writeln!(stdout, "request outstanding: {}", if state.pending_request { "yes" } else { "no" })?;
+            match &state.central_cert {
+                Some(c) => writeln!(stdout, "trusted central: sha256 {}", provision::thumbprint(c))?,
+                None => writeln!(stdout, "trusted central: none (pin one with `certvault device trust-central`)")?,
+            }
         }
         Cmd::Unlock { admin_pin_file, new_pin_file } => {
             let client = connect(&cli.conn, false)?;

@@ -17,7 +17,10 @@ use crate::container::SecretBytes;
 use crate::csr::CsrRequest;
 use crate::error::{Result, VaultError};
 use crate::key::{DecryptAlg, KeyAlgorithm, KeyInfo, KeyPolicy, KeySelector, SharedKey, SignAlg, VaultKey};
-use crate::protocol::{self, ContainerSummary, Op, Response, StatusInfo, PROTOCOL_VERSION};
+use crate::protocol::{
+    self, ApplyReport, ContainerSummary, DeviceState, Op, RequestContext, Response, StatusInfo, PROTOCOL_VERSION,
+};
+use crate::provision::{KeyMaker, Recipient, SealedKeys};
 use crate::store::KeyStore;
 
 struct Conn {
@@ -320,6 +323,83 @@ impl KeyStore for DaemonClient {
             request: request.clone(),
         })? {
             Response::Csr(c) => Ok(c.into_vec()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Provisioning (device side; see `docs/provisioning.md`).
+impl DaemonClient {
+    /// Makes the device identity key and the transport key inside the container, if missing.
+    pub fn device_init(&self) -> Result<DeviceState> {
+        match self.key_op(Op::DeviceInit { container: self.inner.container.clone() })? {
+            Response::Device(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The device's keys, counter, outstanding request and pinned central.
+    pub fn device_info(&self) -> Result<DeviceState> {
+        match self.key_op(Op::DeviceInfo { container: self.inner.container.clone() })? {
+            Response::Device(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pins the central's certificate (DER); needs the admin PIN.
+    pub fn trust_central(&self, admin_pin: &[u8], cert: &[u8]) -> Result<()> {
+        match self.key_op(Op::TrustCentral {
+            container: self.inner.container.clone(),
+            admin_pin: SecretBytes::new(admin_pin.to_vec()),
+            cert: ByteBuf::from(cert.to_vec()),
+        })? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Makes a fresh request nonce, remembered in the container as outstanding.
+    pub fn begin_request(&self) -> Result<RequestContext> {
+        match self.key_op(Op::BeginRequest { container: self.inner.container.clone() })? {
+            Response::RequestContext(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Has the daemon verify and apply an update file (one atomic container write).
+    pub fn apply_update(&self, update: &[u8]) -> Result<ApplyReport> {
+        match self.key_op(Op::ApplyUpdate {
+            container: self.inner.container.clone(),
+            update: ByteBuf::from(update.to_vec()),
+        })? {
+            Response::Applied(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl KeyMaker for DaemonClient {
+    fn generate_sealed_to(&self, algorithm: KeyAlgorithm, recipients: &[Recipient]) -> Result<SealedKeys> {
+        match self.key_op(Op::GenerateSealed {
+            container: self.inner.container.clone(),
+            algorithm,
+            recipients: recipients.iter().map(|r| ByteBuf::from(r.spki.clone())).collect(),
+            oaep: recipients.iter().map(|r| r.oaep).collect(),
+        })? {
+            Response::Sealed(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn reseal_to(&self, backup_key: &KeySelector, sealed: &[u8], recipient: &Recipient) -> Result<Vec<u8>> {
+        match self.key_op(Op::Reseal {
+            container: self.inner.container.clone(),
+            key: backup_key.clone(),
+            sealed: ByteBuf::from(sealed.to_vec()),
+            recipient: ByteBuf::from(recipient.spki.clone()),
+            oaep: recipient.oaep,
+        })? {
+            Response::Resealed(s) => Ok(s.into_vec()),
             other => Err(unexpected(other)),
         }
     }

@@ -24,6 +24,9 @@ use crate::soft::{self, SoftKey};
 use crate::store::KeyStore;
 use crate::VaultKey;
 
+mod provisioning;
+pub use provisioning::ensure_device_keys;
+
 /// How the daemon is set up.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -438,6 +441,12 @@ impl Slot {
         if label.is_empty() || label.len() > 128 {
             return Err(VaultError::InvalidInput("a label is 1 to 128 characters".into()));
         }
+        if crate::provision::is_reserved_label(label) {
+            return Err(VaultError::InvalidInput(format!(
+                "labels starting with {:?} belong to the vault itself (use `certvault device init`)",
+                crate::provision::RESERVED_PREFIX
+            )));
+        }
         let made_inside = matches!(source, NewKey::Generate(_));
         let op = if made_inside { "generate" } else { "import" };
         if let Backend::Token { token, .. } = &self.backend {
@@ -554,6 +563,15 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
         Op::Decrypt { container, key, alg, ciphertext } => {
             let s = slot(shared, &container)?;
             let k = s.find(conn, &key)?;
+            if k.info().policy.unwrap_only {
+                s.audit(conn, "decrypt", Some(&k.info().label), Some("refused: unwrap-only".into()), false)?;
+                return Err(VaultError::Unsupported {
+                    key: k.info().label.clone(),
+                    alg: alg.to_string(),
+                    why: "the key is unwrap-only: it opens sealed keys inside the vault and returns no plaintext"
+                        .into(),
+                });
+            }
             let result = k.decrypt(alg, &ciphertext);
             s.audit(conn, "decrypt", Some(&k.info().label), Some(alg.to_string()), result.is_ok())?;
             let plain = result?;
@@ -641,6 +659,33 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
                 Some(Open { container: c, keys, pin_mac: mac(&s.mac_key, new_pin.expose()) });
             s.audit(conn, "unlock", None, Some("user PIN reset with the admin PIN".into()), true)?;
             Ok(Response::Ok)
+        }
+        Op::DeviceInit { container } => Ok(Response::Device(slot(shared, &container)?.device_init(conn)?)),
+        Op::DeviceInfo { container } => Ok(Response::Device(slot(shared, &container)?.device_info(conn)?)),
+        Op::TrustCentral { container, admin_pin, cert } => {
+            slot(shared, &container)?.trust_central(conn, admin_pin.expose(), cert.into_vec())?;
+            Ok(Response::Ok)
+        }
+        Op::BeginRequest { container } => Ok(Response::RequestContext(slot(shared, &container)?.begin_request(conn)?)),
+        Op::ApplyUpdate { container, update } => {
+            Ok(Response::Applied(slot(shared, &container)?.apply_update(conn, &update)?))
+        }
+        Op::GenerateSealed { container, algorithm, recipients, oaep } => {
+            let recipients: Vec<crate::provision::Recipient> = recipients
+                .into_iter()
+                .enumerate()
+                .map(|(i, spki)| crate::provision::Recipient {
+                    spki: spki.into_vec(),
+                    oaep: oaep.get(i).copied().unwrap_or_default(),
+                })
+                .collect();
+            Ok(Response::Sealed(slot(shared, &container)?.generate_sealed(conn, algorithm, &recipients)?))
+        }
+        Op::Reseal { container, key, sealed, recipient, oaep } => {
+            let s = slot(shared, &container)?;
+            let k = provisioning::find_for_reseal(s, conn, &key)?;
+            let recipient = crate::provision::Recipient { spki: recipient.into_vec(), oaep };
+            Ok(Response::Resealed(ByteBuf::from(s.reseal(k, conn, &sealed, &recipient)?)))
         }
     }
 }

@@ -4,6 +4,7 @@
 //! PKCS#11 token. Every key is generated at run time; no key material is committed.
 #![allow(dead_code)]
 
+pub mod central;
 pub mod softhsm;
 pub mod vaultd;
 

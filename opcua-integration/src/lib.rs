@@ -41,6 +41,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod transport;
+pub mod vault_pool;
 mod wire;
 
 pub use error::{Error, Result};

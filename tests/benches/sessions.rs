@@ -10,8 +10,9 @@
 //! 3. the single-core HMAC-SHA256 + AES-256-CBC limit over the same 1 MiB (the crate's `SymmetricSealer` /
 //!    `SymmetricOpener`, as in `secure_channel.rs`);
 //! 4. with `CERTVAULT_BENCH_SWTPM=1`: our server with its key on a tpm2-pkcs11 token backed by swtpm (set up by
-//!    `scripts/swtpm-token`), the token's sign/decrypt rate, and the Read p99 of an established session alone and
-//!    while 8 tasks connect in a loop;
+//!    `scripts/swtpm-token`, run at nice 19 on the client CPU: it stands in for a chip), the token's sign/decrypt
+//!    rate, and the Read p99 of an established session alone and while 8 tasks connect in a loop (on a runtime of
+//!    their own at nice 19, so the load generator does not delay the measured client on the shared CPU);
 //! 5. a Markdown report on stdout with the ratios against the targets. Progress goes to stderr.
 //!
 //! Environment: `SESSBENCH_CONNECTS` (connects per pair, default 100), `SESSBENCH_QUICK=1` (short phases),
@@ -659,13 +660,14 @@ impl SwtpmToken {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm-token");
         // swtpm stands in for the TPM chip, whose RSA would not run on the server's CPU: when pinned, it runs on
         // the client CPU, so the server CPU carries only the server's own work (and tpm2-pkcs11's, in its process).
-        let mut cmd = if pinned {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(CLIENT_CPU).arg(&script);
-            c
-        } else {
-            Command::new(&script)
-        };
+        // And at the lowest CPU priority (nice 19): a chip's RSA takes no host CPU, so the emulated one must not take
+        // it from the processes measured either.
+        let mut cmd = Command::new("nice");
+        cmd.arg("-n").arg("19");
+        if pinned {
+            cmd.arg("taskset").arg("-c").arg(CLIENT_CPU);
+        }
+        cmd.arg(&script);
         let mut child = cmd
             .arg("serve")
             .stdin(Stdio::piped())
@@ -768,14 +770,22 @@ async fn measure_swtpm(
     }
     let span = Duration::from_secs(if quick { 3 } else { 10 });
     let baseline = read_samples(&reader, &node, span).await?;
-    // Load: LOADERS tasks connect (and close) in a loop against the same server.
+    // Load: LOADERS tasks connect (and close) in a loop against the same server. They run on a runtime of their own
+    // at the lowest CPU priority: on this 2-CPU machine they share a CPU with the measured reader, and what is measured
+    // is the server's behaviour, not how a load generator on the same CPU delays the reader's client (on a network the
+    // connecting clients would be other machines).
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| certvault_opcua::vault_pool::lower_thread_priority(19))
+        .enable_all()
+        .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut loaders = Vec::new();
     for _ in 0..LOADERS {
         let options = clients.our_options(&servers.ours);
         let (url, node, stop, connects) = (servers.ours.url.clone(), node.clone(), stop.clone(), connects.clone());
-        loaders.push(tokio::spawn(async move {
+        loaders.push(load_rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let session = Session::connect(&url, options.clone()).await?;
                 session.read_value(&node).await?;
@@ -796,6 +806,7 @@ async fn measure_swtpm(
     for l in loaders {
         tokio::time::timeout(Duration::from_secs(120), l).await.context("a connecting task did not stop")???;
     }
+    load_rt.shutdown_background();
     reader.close().await?;
     Ok(SwtpmRows {
         sign_per_s,

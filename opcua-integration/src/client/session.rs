@@ -359,7 +359,7 @@ impl Inner {
         let deprecated = self.options.deprecated_user_token_policies;
         let allow_plain = self.options.allow_unencrypted_password;
         // Both signatures are vault calls (possibly to another process): off the async workers.
-        let signed = tokio::task::spawn_blocking(move || -> Result<_> {
+        let signed = crate::vault_pool::run(move || -> Result<_> {
             let client_signature = match (&identity, &ids.server_certificate) {
                 (Some(identity), Some(server)) if !policy.is_none() => {
                     session::sign(identity.key().as_ref(), policy, server.certificate(), &ids.server_nonce)?

@@ -229,7 +229,7 @@ impl Services {
                 (None, false) => Err(StatusCode::BadInternalError),
                 (Some(identity), false) => {
                     let key = identity.key().clone();
-                    tokio::task::spawn_blocking(move || {
+                    crate::vault_pool::run(move || {
                         crate::session::sign(key.as_ref(), policy, &client_cert, &client_nonce)
                     })
                     .await
@@ -293,7 +293,7 @@ impl Services {
             let checks = {
                 let inner = inner.clone();
                 let activation = activation.clone();
-                tokio::task::spawn_blocking(move || check_activation(&inner, &request, &activation))
+                crate::vault_pool::run(move || check_activation(&inner, &request, &activation))
             };
             let principal = match checks.await {
                 Ok(Ok(p)) => p,

@@ -29,7 +29,8 @@ use crate::service::BodyCodec;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Runs `step` on a blocking thread with exclusive ownership of `core`, and gives `core` back with the result.
+/// Runs `step` on the vault pool ([`crate::vault_pool`], threads at a lower CPU priority) with exclusive ownership
+/// of `core`, and gives `core` back with the result.
 ///
 /// The core moves in and out rather than sitting behind a lock, so no async task can observe it half-updated. If
 /// the blocking task panics (it should not: the core never panics on input) the core is lost and the connection ends.
@@ -38,13 +39,13 @@ where
     T: Send + 'static,
     R: Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
+    crate::vault_pool::run(move || {
         let mut core = core;
         let r = step(&mut core);
         (core, r)
     })
     .await
-    .map_err(|e| Error::Io(std::io::Error::other(format!("blocking task failed: {e}"))))
+    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
 }
 
 /// Connects to `address` with TCP_NODELAY: OPC UA is request/response, and Nagle's algorithm would hold back the

@@ -1,0 +1,120 @@
+//! Where vault calls run: a small pool of threads at a lower CPU priority than the async runtime.
+//!
+//! A handshake costs the server a vault signature and a decryption per RSA block. On a hardware token that is mostly
+//! waiting; on a software token (SoftHSM2, tpm2-pkcs11 over swtpm) or a busy host it is CPU work. Run on tokio's
+//! blocking pool at normal priority, a burst of new connections competed on equal terms with the runtime threads that
+//! carry established sessions, whose reads then waited behind RSA work. On these threads, which lower their own
+//! scheduling priority (Linux `nice` +[`NICE_INCREMENT`] per thread) when they start, the kernel runs the runtime's
+//! symmetric traffic first and the handshakes in the gaps: new connections slow down under load, established
+//! sessions do not.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let answer = certvault_opcua::vault_pool::run(|| 6 * 7).await;
+//! assert_eq!(answer.ok(), Some(42));
+//! # }
+//! ```
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::oneshot;
+
+/// How much nicer than the process the pool's threads make themselves.
+pub const NICE_INCREMENT: i32 = 10;
+
+/// Threads in the pool: vault calls block (on a token, a daemon socket), so a few may wait at once.
+const THREADS: usize = 4;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The job was dropped before it ran: the pool could not start a thread, or the job panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("the vault call did not complete (its thread ended)")]
+pub struct Canceled;
+
+struct Pool {
+    jobs: Mutex<Sender<Job>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("certvault-vault-{i}")).spawn(move || worker(&rx));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not start a vault thread");
+            }
+        }
+        Pool { jobs: Mutex::new(tx) }
+    })
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>) {
+    lower_thread_priority(NICE_INCREMENT);
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            // A panicking backend loses its own caller's result (the sender drops: `Canceled`), not the thread.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `increment` nice levels (Linux: per thread). Failure is logged and
+/// ignored: priority is an optimisation, never a condition for correctness.
+pub fn lower_thread_priority(increment: i32) {
+    let tid = rustix::thread::gettid();
+    let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), (current + increment).min(19)) {
+        tracing::debug!(error = %e, "could not lower a vault thread's priority");
+    }
+}
+
+/// Runs `f` on the vault pool and waits for its result without blocking the runtime.
+pub async fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Canceled> {
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    let sent = match pool().jobs.lock() {
+        Ok(jobs) => jobs.send(job).is_ok(),
+        Err(_) => false,
+    };
+    if !sent {
+        return Err(Canceled);
+    }
+    rx.await.map_err(|_| Canceled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn runs_off_the_runtime_at_a_lower_priority() {
+        let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let (name, nice) = run(|| {
+            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+            (std::thread::current().name().map(str::to_owned), nice)
+        })
+        .await
+        .unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("certvault-vault-")));
+        assert_eq!(nice, (own + NICE_INCREMENT).min(19));
+        // A panicking job loses only its own result; the pool keeps serving.
+        assert!(run(|| panic!("a vault backend bug")).await.is_err());
+        let results = futures_util::future::join_all((0..16).map(|i| run(move || i * 2))).await;
+        assert_eq!(results.into_iter().map(Result::unwrap).sum::<i32>(), (0..16).map(|i| i * 2).sum::<i32>());
+    }
+}

@@ -195,6 +195,21 @@ impl Outgoing {
     }
 }
 
+/// A response that was not queued, with the reason and the body given back.
+#[derive(Debug)]
+pub struct Unsent<B> {
+    /// Why: [`Error::ResponseTooLarge`] leaves the request outstanding for a fault; other errors end the channel.
+    pub error: Error,
+    /// The body as passed in.
+    pub body: B,
+}
+
+impl<B> From<Unsent<B>> for Error {
+    fn from(unsent: Unsent<B>) -> Error {
+        unsent.error
+    }
+}
+
 /// What waits to be written, in order: finished frames (OPN, ERR) and messages sealed on demand.
 enum Queued {
     Frame(Vec<u8>),
@@ -497,14 +512,14 @@ impl SecureChannel {
     }
 
     /// (Client) sends a request; returns its request id. `body` is the encoded NodeId + request structure.
-    pub fn send_request(&mut self, body: &[u8]) -> Result<u32> {
+    pub fn send_request<B: AsRef<[u8]> + Into<Vec<u8>>>(&mut self, body: B) -> Result<u32> {
         let RoleState::Client { outstanding, next_request_id, .. } = &mut self.role else {
             return Err(Error::InvalidState("only clients send requests"));
         };
         let request_id = *next_request_id;
         *next_request_id = next_request_id.wrapping_add(1).max(1);
         outstanding.insert(request_id);
-        let result = self.send_message(MessageType::Message, request_id, body);
+        let result = self.send_message(MessageType::Message, request_id, body).map_err(|(e, _)| e);
         if result.is_err() {
             if let RoleState::Client { outstanding, .. } = &mut self.role {
                 outstanding.remove(&request_id);
@@ -513,25 +528,32 @@ impl SecureChannel {
         self.fail_if_send(result).map(|()| request_id)
     }
 
-    /// (Server) answers request `request_id`. `body` is the encoded NodeId + response structure.
+    /// (Server) answers request `request_id`. `body` is the encoded NodeId + response structure; pass it by value
+    /// (a `Vec<u8>`) and it is sealed from where it is, without a copy.
     ///
     /// A response over the client's MaxMessageSize or MaxChunkCount is [`Error::ResponseTooLarge`] and nothing is
-    /// sent: the request stays outstanding, so the caller can answer it with a ServiceFault (BadResponseTooLarge)
-    /// instead of leaving the client to time out.
-    pub fn send_response(&mut self, request_id: u32, body: &[u8]) -> Result<()> {
+    /// sent: the request stays outstanding and the body comes back in [`Unsent`], so the caller can answer it with a
+    /// ServiceFault (BadResponseTooLarge) instead of leaving the client to time out.
+    pub fn send_response<B: AsRef<[u8]> + Into<Vec<u8>>>(&mut self, request_id: u32, body: B) -> Result<(), Unsent<B>> {
         let RoleState::Server { outstanding, .. } = &mut self.role else {
-            return Err(Error::InvalidState("only servers send responses"));
+            return Err(Unsent { error: Error::InvalidState("only servers send responses"), body });
         };
         if !outstanding.remove(&request_id) {
-            return Err(Error::RequestIdUnknown(request_id));
+            return Err(Unsent { error: Error::RequestIdUnknown(request_id), body });
         }
-        let result = self.send_message(MessageType::Message, request_id, body);
-        if matches!(result, Err(Error::ResponseTooLarge { .. })) {
-            if let RoleState::Server { outstanding, .. } = &mut self.role {
-                outstanding.insert(request_id);
+        match self.send_message(MessageType::Message, request_id, body) {
+            Ok(()) => Ok(()),
+            Err((error @ Error::ResponseTooLarge { .. }, body)) => {
+                if let RoleState::Server { outstanding, .. } = &mut self.role {
+                    outstanding.insert(request_id);
+                }
+                Err(Unsent { error, body })
             }
+            Err((error, body)) => match self.fail_if_send(Err(error)) {
+                Ok(()) => Ok(()),
+                Err(error) => Err(Unsent { error, body }),
+            },
         }
-        self.fail_if_send(result)
     }
 
     /// (Client) sends CloseSecureChannel and closes. No response comes: the server closes the socket.
@@ -546,12 +568,41 @@ impl SecureChannel {
         let request =
             CloseSecureChannelRequest { request_header: RequestHeader::new(&NodeId::null(), &now.utc, request_id) };
         let body = self.encode(ObjectId::CloseSecureChannelRequest_Encoding_DefaultBinary, &request)?;
-        let result = self.send_message(MessageType::CloseSecureChannel, request_id, &body);
+        let result = self.send_message(MessageType::CloseSecureChannel, request_id, body).map_err(|(e, _)| e);
         self.state = State::Closed;
         result
     }
 
-    fn send_message(&mut self, message_type: MessageType, request_id: u32, body: &[u8]) -> Result<()> {
+    /// Queues a message; it is sealed chunk by chunk as the driver writes. A refused message gives its body back.
+    fn send_message<B: AsRef<[u8]> + Into<Vec<u8>>>(
+        &mut self,
+        message_type: MessageType,
+        request_id: u32,
+        body: B,
+    ) -> Result<(), (Error, B)> {
+        let ends = match self.chunk_ends(body.as_ref()) {
+            Ok(ends) => ends,
+            Err(e) => return Err((e, body)),
+        };
+        let use_previous = matches!(self.role, RoleState::Server { send_previous: true, .. });
+        let token = if use_previous { self.previous.as_ref().or(self.current.as_ref()) } else { self.current.as_ref() };
+        let Some(token) = token else { return Err((Error::InvalidState("no security token"), body)) };
+        let (token_id, sealer) = (token.id, token.sealer.clone());
+        let outgoing = Outgoing {
+            message_type,
+            request_id,
+            token_id,
+            sealer,
+            body: body.into(),
+            pieces: ends.into_iter().map(|end| (end, self.send_sequence.next_number())).collect(),
+            offset: 0,
+        };
+        self.transmit.push_back(Queued::Message(outgoing));
+        Ok(())
+    }
+
+    /// Where the chunks of a body of this length end, or why it cannot be sent.
+    fn chunk_ends(&self, body: &[u8]) -> Result<VecDeque<usize>> {
         if self.state != State::Open {
             return Err(Error::InvalidState("the channel is not open"));
         }
@@ -572,17 +623,7 @@ impl SecureChannel {
             end += piece.len();
             ends.push_back(end);
         }
-        let outgoing = Outgoing {
-            message_type,
-            request_id,
-            token_id: token.id,
-            sealer: token.sealer.clone(),
-            body: body.to_vec(),
-            pieces: ends.into_iter().map(|end| (end, self.send_sequence.next_number())).collect(),
-            offset: 0,
-        };
-        self.transmit.push_back(Queued::Message(outgoing));
-        Ok(())
+        Ok(ends)
     }
 
     /// Processes one whole received frame (OPN, MSG, CLO, or ERR). On an error that ends the channel, the server
@@ -1004,11 +1045,11 @@ mod tests {
 
     fn exchange(client: &mut SecureChannel, server: &mut SecureChannel, now: Now, len: usize) {
         let request: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let id = client.send_request(&request).unwrap();
+        let id = client.send_request(request.as_slice()).unwrap();
         pump(client, server, now).unwrap();
         assert_eq!(server.poll_event(), Some(Event::Request { request_id: id, body: request.clone() }));
         let response: Vec<u8> = request.iter().rev().copied().collect();
-        server.send_response(id, &response).unwrap();
+        server.send_response(id, response.as_slice()).unwrap();
         pump(server, client, now).unwrap();
         assert_eq!(client.poll_event(), Some(Event::Response { request_id: id, body: response }));
     }
@@ -1356,7 +1397,7 @@ mod robustness {
         let base = Instant::now();
         let setup = Setup::new(SecurityPolicy::Aes256Sha256RsaPss, SecurityMode::SignAndEncrypt);
         let (mut client, mut server) = open(&setup, base);
-        client.send_request(&[7u8; 100]).unwrap();
+        client.send_request([7u8; 100].as_slice()).unwrap();
         let valid = client.poll_transmit().unwrap();
         let token = server.current.as_ref().unwrap();
         let mut rng = XorShift(0x2545_F491_4F6C_DD1D);

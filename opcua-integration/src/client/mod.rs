@@ -486,7 +486,7 @@ async fn run(
             let deadline = channel.poll_timeout();
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Request { body, reply }) => match channel.send_request(&body) {
+                    Some(Command::Request { body, reply }) => match channel.send_request(body) {
                         Ok(id) => { pending.insert(id, reply); }
                         Err(e) => { let _ = reply.send(Err(e)); }
                     },

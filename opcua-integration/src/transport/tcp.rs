@@ -22,7 +22,7 @@ use super::connection::ServerConnection;
 use super::uacp::MessageType;
 use crate::channel::asymmetric::PeerCertificate;
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
-use crate::channel::secure_channel::{Event, Now, SecureChannel};
+use crate::channel::secure_channel::{Event, Now, SecureChannel, Unsent};
 use crate::error::{Error, Result};
 use crate::service::BodyCodec;
 
@@ -212,7 +212,7 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
                 None => break Ok(()),
             },
             Some((request_id, response)) = pending.next(), if !pending.is_empty() => {
-                send_response(conn, request_id, &response);
+                send_response(conn, request_id, response);
             }
             () = timer.wait(deadline) => {
                 // Server-side timeouts (hello, token expiry) never call the vault.
@@ -269,20 +269,20 @@ async fn process<H: ServiceHandler + ?Sized>(
     }
 }
 
-fn send_response(conn: &mut ServerConnection, request_id: u32, response: &[u8]) {
+fn send_response(conn: &mut ServerConnection, request_id: u32, response: Vec<u8>) {
     let Some(channel) = conn.channel_mut() else { return };
     match channel.send_response(request_id, response) {
         Ok(()) => {}
         // Over the client's MaxMessageSize or MaxChunkCount: answer with a ServiceFault (Part 4 §7.34 and Part 6
         // §6.7.2: BadResponseTooLarge) rather than nothing, which left the client waiting for its timeout.
-        Err(e @ Error::ResponseTooLarge { .. }) => {
+        Err(Unsent { error: e @ Error::ResponseTooLarge { .. }, body }) => {
             tracing::warn!(request_id, error = %e, "response too large for the client; answering with a fault");
-            let fault = BodyCodec::shared().fault_instead_of(response, e.status_code());
-            if let Err(e) = channel.send_response(request_id, &fault) {
-                tracing::warn!(request_id, error = %e, "could not send a fault");
+            let fault = BodyCodec::shared().fault_instead_of(&body, e.status_code());
+            if let Err(e) = channel.send_response(request_id, fault) {
+                tracing::warn!(request_id, error = %e.error, "could not send a fault");
             }
         }
-        Err(e) => tracing::warn!(request_id, error = %e, "could not send a response"),
+        Err(e) => tracing::warn!(request_id, error = %e.error, "could not send a response"),
     }
 }
 
@@ -297,7 +297,7 @@ fn drain_events<H: ServiceHandler + ?Sized>(
             Event::Request { request_id, body } => {
                 let Some(channel) = conn.channel() else { return };
                 match handler.handle(body, &ChannelInfo::of(channel), Now::system()) {
-                    Reply::Ready(response) => send_response(conn, request_id, &response),
+                    Reply::Ready(response) => send_response(conn, request_id, response),
                     Reply::Later(future) => pending.push(Box::pin(async move { (request_id, future.await) })),
                 }
             }

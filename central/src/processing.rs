@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use certvault::provision::{OaepHash, Recipient};
 use certvault::{KeyAlgorithm, PublicKey};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -66,6 +67,10 @@ pub struct VerifiedRequest {
     /// The dongle's transport public key (SPKI DER): centrally made keys are sealed to it.
     #[serde(with = "serde_bytes_b64")]
     pub transport_public_key: Vec<u8>,
+    /// The OAEP hash the transport key unwraps with (the request's `transport_oaep`: SHA-1 for tokens such as
+    /// SoftHSM2 2.6 whose `C_UnwrapKey` knows no other).
+    #[serde(default)]
+    pub transport_oaep: OaepHash,
     /// A fresh nonce; the update is bound to it.
     #[serde(with = "serde_nonce")]
     pub nonce: [u8; 32],
@@ -166,6 +171,13 @@ fn split_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         bytes = rest;
     }
     Ok(out)
+}
+
+impl VerifiedRequest {
+    /// Whom central-made keys are sealed to: the transport key with its OAEP hash.
+    pub fn transport_recipient(&self) -> Recipient {
+        Recipient { spki: self.transport_public_key.clone(), oaep: self.transport_oaep }
+    }
 }
 
 impl Central {
@@ -269,7 +281,7 @@ impl Central {
             touched_orders.insert(*order_id);
             issued.push(out);
         }
-        issued.extend(self.restore_in(&mut tx, device.id, &request.transport_public_key).await?);
+        issued.extend(self.restore_in(&mut tx, device.id, &request.transport_recipient()).await?);
 
         let ts = now();
         for order_id in touched_orders {
@@ -349,13 +361,17 @@ impl Central {
             KeyOrigin::DeviceSelfSigned { certificate_der } => issuer::cert_facts(certificate_der)?.spki,
             KeyOrigin::Central => {
                 let maker = self.key_maker.clone().ok_or_else(|| {
-                    CentralError::Unavailable("central key generation is not configured (no key maker)".into())
+                    CentralError::Unavailable(
+                        "central key generation is not configured: set [key_maker] in central.toml".into(),
+                    )
                 })?;
-                let backup = self
-                    .backup_spki
-                    .clone()
-                    .ok_or_else(|| CentralError::Config("no backup key is configured".into()))?;
-                let transport = request.transport_public_key.clone();
+                let backup = self.backup_spki.clone().ok_or_else(|| {
+                    CentralError::Config(
+                        "no backup key is configured: set [key_maker] backup_key in central.toml".into(),
+                    )
+                })?;
+                let transport = request.transport_recipient();
+                let backup = Recipient::new(backup);
                 let key = tokio::task::spawn_blocking(move || maker.make_sealed(algorithm, &transport, &backup))
                     .await
                     .map_err(|e| CentralError::KeyMaker(format!("{e}")))??;
@@ -450,7 +466,7 @@ impl Central {
     }
 
     /// Re-seals every backed-up key waiting for this (replacement) dongle to its transport key.
-    async fn restore_in(&self, tx: &mut Tx, device_id: i64, transport_spki: &[u8]) -> Result<Vec<IssuedItem>> {
+    async fn restore_in(&self, tx: &mut Tx, device_id: i64, transport: &Recipient) -> Result<Vec<IssuedItem>> {
         let rows = sqlx::query(
             "SELECT b.id, b.label, b.sealed_backup, c.der, c.chain FROM key_backups b \
              JOIN certificates c ON c.id = b.certificate_id \
@@ -462,15 +478,14 @@ impl Central {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let maker = self
-            .key_maker
-            .clone()
-            .ok_or_else(|| CentralError::Unavailable("no key maker to restore keys with".into()))?;
+        let maker = self.key_maker.clone().ok_or_else(|| {
+            CentralError::Unavailable("restoring keys needs the key maker: set [key_maker] in central.toml".into())
+        })?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             let sealed: Vec<u8> = r.try_get("sealed_backup")?;
-            let transport = transport_spki.to_vec();
+            let transport = transport.clone();
             let m = Arc::clone(&maker);
             let sealed_key = tokio::task::spawn_blocking(move || m.reseal(&sealed, &transport))
                 .await

@@ -85,9 +85,19 @@ impl Central {
         Ok(update)
     }
 
-    /// Verifies a receipt file and records it.
+    /// Verifies a receipt file against the device key registered for the dongle it names, and records it.
     pub async fn receipt_file(&self, body: &[u8]) -> Result<crate::processing::ReceiptOutcome> {
-        let receipt = self.envelope.verify_receipt(body)?;
+        let serial = self.envelope.receipt_serial(body)?;
+        let row = sqlx::query("SELECT device_public_key FROM devices WHERE serial = $1")
+            .bind(&serial)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| CentralError::UnknownDevice(serial.clone()))?;
+        let device_key: Option<Vec<u8>> = row.try_get("device_public_key")?;
+        let device_key = device_key.ok_or_else(|| {
+            CentralError::NotFound(format!("device {serial} has no device key yet: it never sent a request"))
+        })?;
+        let receipt = self.envelope.verify_receipt(body, &device_key)?;
         self.receipt(&receipt).await
     }
 

@@ -103,6 +103,7 @@ async fn operator_api_over_http() {
         serial: "CV-DEV-1".into(),
         device_public_key: device_spki.clone(),
         transport_public_key: transport_key.info().spki_der.clone(),
+        transport_oaep: Default::default(),
         nonce: [0x42; 32],
         counter: 0,
         items: vec![RequestItem {

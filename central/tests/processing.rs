@@ -54,6 +54,7 @@ impl Dongle {
             serial: self.vault.serial.clone(),
             device_public_key: self.device_key.info().spki_der.clone(),
             transport_public_key: self.transport_key.info().spki_der.clone(),
+            transport_oaep: Default::default(),
             nonce,
             counter,
             items,

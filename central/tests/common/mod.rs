@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use certvault::container::{Container, KdfParams};
+use certvault::provision::Recipient;
 use certvault::soft::{generate_pkcs8, SoftKey};
 use certvault::{
     DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SharedKey, VaultKey,
@@ -230,18 +231,23 @@ pub fn pkcs8_spki(pkcs8: Zeroizing<Vec<u8>>) -> Vec<u8> {
 }
 
 impl KeyMaker for TestOnlyInProcessKeyMaker {
-    fn make_sealed(&self, algorithm: KeyAlgorithm, transport: &[u8], backup: &[u8]) -> Result<MadeKey, CentralError> {
+    fn make_sealed(
+        &self,
+        algorithm: KeyAlgorithm,
+        transport: &Recipient,
+        backup: &Recipient,
+    ) -> Result<MadeKey, CentralError> {
         let pkcs8 = generate_pkcs8(algorithm).map_err(|e| CentralError::KeyMaker(e.to_string()))?;
         Ok(MadeKey {
             spki: pkcs8_spki(pkcs8.clone()),
-            sealed_for_device: test_seal(&pkcs8, transport),
-            sealed_backup: test_seal(&pkcs8, backup),
+            sealed_for_device: test_seal(&pkcs8, &transport.spki),
+            sealed_backup: test_seal(&pkcs8, &backup.spki),
         })
     }
 
-    fn reseal(&self, sealed_backup: &[u8], new_transport: &[u8]) -> Result<Vec<u8>, CentralError> {
+    fn reseal(&self, sealed_backup: &[u8], new_transport: &Recipient) -> Result<Vec<u8>, CentralError> {
         let pkcs8 = test_unseal(sealed_backup, self.backup_key.as_ref()).map_err(CentralError::KeyMaker)?;
-        Ok(test_seal(&pkcs8, new_transport))
+        Ok(test_seal(&pkcs8, &new_transport.spki))
     }
 }
 
@@ -473,7 +479,19 @@ impl certvault_central::envelope::Envelope for TestOnlyJsonEnvelope {
     fn seal_update(&self, issued: &certvault_central::processing::Issued) -> Result<Vec<u8>, CentralError> {
         serde_json::to_vec(issued).map_err(|e| CentralError::Invalid(e.to_string()))
     }
-    fn verify_receipt(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedReceipt, CentralError> {
-        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test receipt: {e}")))
+    fn receipt_serial(&self, body: &[u8]) -> Result<String, CentralError> {
+        Ok(self.verify_receipt(body, &[])?.serial)
+    }
+    fn verify_receipt(
+        &self,
+        body: &[u8],
+        device_key: &[u8],
+    ) -> Result<certvault_central::processing::VerifiedReceipt, CentralError> {
+        let r: certvault_central::processing::VerifiedReceipt =
+            serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test receipt: {e}")))?;
+        if !device_key.is_empty() && r.device_public_key != device_key {
+            return Err(CentralError::Invalid("test receipt: another device key".into()));
+        }
+        Ok(r)
     }
 }

@@ -217,29 +217,32 @@ impl World {
     }
 
     fn order(&self, d: &Dongle, label: &str, alg: &str, issuer: &str, key_origin: &str) {
-        ok(
-            self.central(&[
-                "order",
-                "create",
-                "--device",
-                &d.serial,
-                "--label",
-                label,
-                "--algorithm",
-                alg,
-                "--application-uri",
-                URI,
-                "--host",
-                "machine-a",
-                "--days",
-                "365",
-                "--issuer",
-                issuer,
-                "--key-origin",
-                key_origin,
-            ]),
-            "order create",
-        );
+        self.order_for_hosts(d, label, alg, issuer, key_origin, &["machine-a"]);
+    }
+
+    fn order_for_hosts(&self, d: &Dongle, label: &str, alg: &str, issuer: &str, key_origin: &str, hosts: &[&str]) {
+        let mut args = vec![
+            "order",
+            "create",
+            "--device",
+            &d.serial,
+            "--label",
+            label,
+            "--algorithm",
+            alg,
+            "--application-uri",
+            URI,
+            "--days",
+            "365",
+            "--issuer",
+            issuer,
+            "--key-origin",
+            key_origin,
+        ];
+        for h in hosts {
+            args.extend(["--host", h]);
+        }
+        ok(self.central(&args), "order create");
     }
 
     /// Statuses of the dongle's orders.
@@ -502,4 +505,69 @@ fn refused_requests_and_updates_change_nothing() {
     let (status, body) = server.post("/api/receipts", &std::fs::read(&bad).unwrap());
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert_eq!(w.snapshot(), before);
+}
+
+/// machine-a (the test machine server: its namespace, users and trust list) serving with the key in the dongle and
+/// the certificate the central issued for it; a client connects over SignAndEncrypt and sees that certificate.
+#[test]
+fn machine_a_serves_with_the_issued_certificate_from_the_dongle() {
+    use certvault_opcua::channel::policy::{SecurityMode, SecurityPolicy};
+
+    let w = World::new();
+    let a = w.dongle("CV-0001");
+    w.entitle(&a);
+    w.order_for_hosts(&a, "opcua", "rsa2048", "ca:plant", "device", &["localhost", "127.0.0.1"]);
+    w.cycle(&a, &["label=opcua,alg=rsa2048,uri=urn:machine-a,host=localhost,host=127.0.0.1"], "machine-a");
+    let exported = a.path("opcua.pem");
+    ok(a.cv(&["export-cert", "--label", "opcua", "--out", &exported]), "export-cert");
+    let issued = pem_file(&exported).remove(0);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // The server's key stays in the dongle: this process holds a handle to it in the dongle's vaultd.
+        let uri: certvault::uri::KeyUri =
+            format!("vaultd:object=opcua?socket={}&pin-value={PIN}", a.socket.display()).parse().unwrap();
+        let key = certvault::store::open_key(&uri).unwrap();
+        let users_vault = certvault_tests::Vaultd::start(env!("CARGO_BIN_EXE_central-test-vaultd"));
+        let (k, cert) = (key.clone(), issued.clone());
+        let machine = certvault_tests::machine::MachineServer::start_with_key(&users_vault, key, 16, move |b| {
+            b.application_uri(URI).identity(k, cert).expect("the issued certificate fits the dongle's key")
+        })
+        .await;
+        let client = certvault_tests::identity(certvault_tests::soft_key(2048, "client"), "client", "urn:client");
+        machine.pki.trust(client.certificate()).unwrap();
+
+        let plain = certvault_opcua::client::connect(
+            machine.endpoint_url(),
+            SecurityPolicy::None,
+            SecurityMode::None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let endpoints = plain.get_endpoints().await.unwrap();
+        plain.close().await.unwrap();
+        let secured: Vec<_> = endpoints.iter().filter(|e| e.server_certificate.value.is_some()).collect();
+        assert!(!secured.is_empty());
+        for e in &secured {
+            assert_eq!(
+                e.server_certificate.value.as_deref(),
+                Some(issued.as_slice()),
+                "the server presents the issued certificate"
+            );
+        }
+        // SignAndEncrypt: the server signs and decrypts with the dongle's key, so the pair must match.
+        let channel = certvault_opcua::client::connect(
+            machine.endpoint_url(),
+            SecurityPolicy::Basic256Sha256,
+            SecurityMode::SignAndEncrypt,
+            Some(client),
+            Some(&issued),
+        )
+        .await
+        .expect("a secured channel to machine-a with the issued certificate");
+        assert!(!channel.get_endpoints().await.unwrap().is_empty());
+        channel.close().await.unwrap();
+    });
 }

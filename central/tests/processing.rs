@@ -100,12 +100,12 @@ fn item(label: &str, origin: KeyOrigin) -> RequestItem {
 async fn scenario(db: Db) {
     let central_vault = TestVaultd::start("CV-CENTRAL");
     central_vault.generate("plant-ca", KeyAlgorithm::Rsa { bits: 2048 });
-    let backup_key = central_vault.generate("backup", KeyAlgorithm::Rsa { bits: 2048 });
+    let (key_maker, backup_spki) = common::vaultd_key_maker(&central_vault);
     let openssl_ca = OpensslCa::new();
     let crl_dir = tempfile::tempdir().unwrap();
     let central = Central::new(db)
         .with_external(openssl_ca.external("openssl"))
-        .with_key_maker(common::test_key_maker(backup_key.clone()), backup_key.info().spki_der.clone())
+        .with_key_maker(key_maker, backup_spki)
         .with_crl_dir(crl_dir.path().to_path_buf());
     let db = central.db().clone();
     central.create_ca("plant", &central_vault.key_uri("plant-ca"), "Plant CA", 365).await.unwrap();
@@ -232,10 +232,10 @@ async fn scenario(db: Db) {
     // key the certificate was issued for.
     let made = &issued.items[3];
     let sealed = made.sealed_key.as_ref().expect("a sealed key");
-    let pkcs8 = common::test_unseal(sealed, dongle.transport_key.as_ref()).unwrap();
+    let pkcs8 = common::open_sealed(sealed, dongle.transport_key.as_ref()).unwrap();
     let made_spki = common::pkcs8_spki(pkcs8);
     assert_eq!(certvault::PublicKey::from_certificate(&made.chain[0]).unwrap().spki_der(), made_spki.as_slice());
-    assert!(common::test_unseal(sealed, stranger.transport_key.as_ref()).is_err(), "only this dongle opens it");
+    assert!(common::open_sealed(sealed, stranger.transport_key.as_ref()).is_err(), "only this dongle opens it");
 
     // Recorded: four certificates, the orders issued, the counter advanced, the device listed as unconfirmed.
     let certs = registry::certificates(&db, Some("CV-DEV-1")).await.unwrap();
@@ -310,9 +310,9 @@ async fn scenario(db: Db) {
     let item = &restored.items[0];
     assert_eq!(item.label, "made");
     assert_eq!(item.chain, made.chain);
-    let pkcs8 = common::test_unseal(item.sealed_key.as_ref().unwrap(), replacement.transport_key.as_ref()).unwrap();
+    let pkcs8 = common::open_sealed(item.sealed_key.as_ref().unwrap(), replacement.transport_key.as_ref()).unwrap();
     assert_eq!(common::pkcs8_spki(pkcs8), made_spki, "the same key, re-sealed to the new dongle");
-    assert!(common::test_unseal(item.sealed_key.as_ref().unwrap(), dongle.transport_key.as_ref()).is_err());
+    assert!(common::open_sealed(item.sealed_key.as_ref().unwrap(), dongle.transport_key.as_ref()).is_err());
     // Restored once.
     assert!(central.process(&replacement.request(1, vec![])).await.unwrap().items.is_empty());
     central.db().close().await;

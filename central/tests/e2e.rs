@@ -221,11 +221,15 @@ impl World {
     }
 
     fn order_for_hosts(&self, d: &Dongle, label: &str, alg: &str, issuer: &str, key_origin: &str, hosts: &[&str]) {
+        self.order_by_serial(&d.serial, label, alg, issuer, key_origin, hosts);
+    }
+
+    fn order_by_serial(&self, serial: &str, label: &str, alg: &str, issuer: &str, key_origin: &str, hosts: &[&str]) {
         let mut args = vec![
             "order",
             "create",
             "--device",
-            &d.serial,
+            serial,
             "--label",
             label,
             "--algorithm",
@@ -570,4 +574,60 @@ fn machine_a_serves_with_the_issued_certificate_from_the_dongle() {
         assert!(!channel.get_endpoints().await.unwrap().is_empty());
         channel.close().await.unwrap();
     });
+}
+
+/// A SoftHSM2 token as the device: the request names the OAEP hash its `C_UnwrapKey` takes, the central's key maker
+/// seals with that hash, and the token unwraps the central-made key into a non-extractable object.
+#[test]
+fn a_central_made_key_into_a_pkcs11_token_with_its_oaep_hash() {
+    use certvault::pkcs11::softhsm;
+    if !softhsm::available() {
+        assert!(
+            std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(),
+            "CERTVAULT_REQUIRE_SOFTHSM is set but SoftHSM2 is missing"
+        );
+        eprintln!("SKIPPED: SoftHSM2 is not installed");
+        return;
+    }
+    let w = World::new();
+    let hsm = w.dir.path().join("hsm");
+    std::fs::create_dir_all(&hsm).unwrap();
+    let conf = softhsm::write_config(&hsm).unwrap();
+    softhsm::init_token(&conf, "dongle-hsm", PIN, "12345678").unwrap();
+    let uri = format!("pkcs11:token=dongle-hsm?module-path={}", softhsm::MODULE);
+    let cv = |args: &[&str]| {
+        Command::new(certvault_exe())
+            .arg("--pkcs11")
+            .arg(&uri)
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .env("CERTVAULT_PIN", PIN)
+            .output()
+            .unwrap()
+    };
+    let p = |n: &str| hsm.join(n).display().to_string();
+    ok(cv(&["device", "init"]), "device init on the token");
+    ok(cv(&["device", "trust-central", "--cert", &w.signer_pem.display().to_string()]), "trust-central");
+    let show = ok(cv(&["device", "show"]), "device show");
+    let serial = show.lines().find_map(|l| l.strip_prefix("serial: ")).expect("a serial").trim().to_owned();
+    ok(w.central(&["device", "entitle", &serial, "--type", "plc"]), "entitle");
+    w.order_by_serial(&serial, "made", "p256", "ca:plant", "central", &[]);
+
+    let t0 = Instant::now();
+    ok(
+        cv(&["request", "--item", "label=made,alg=p256,uri=urn:machine-a,origin=central", "--out", &p("req.p7")]),
+        "request",
+    );
+    let sha1 = String::from_utf8_lossy(&std::fs::read(p("req.p7")).unwrap()).contains("\"transport_oaep\": \"sha1\"");
+    ok(w.central(&["process", &p("req.p7"), "--out", &p("upd.p7")]), "process");
+    let applied = ok(cv(&["apply", "--in", &p("upd.p7"), "--receipt", &p("rcpt.p7")]), "apply on the token");
+    println!(
+        "request -> update -> apply cycle (PKCS#11 token, OAEP {}): {:?}",
+        if sha1 { "SHA-1" } else { "SHA-256" },
+        t0.elapsed()
+    );
+    assert!(applied.contains("stored made (key made by the central)"), "{applied}");
+    ok(w.central(&["receipt", &p("rcpt.p7")]), "receipt");
+    let orders = ok(w.central(&["order", "list", "--device", &serial]), "order list");
+    assert!(orders.contains("\"fulfilled\""), "{orders}");
 }

@@ -12,7 +12,7 @@ use certvault::container::{Container, KdfParams};
 use certvault::soft::SoftKey;
 use certvault::{DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, SharedKey, VaultKey};
 use certvault_central::keymaker::KeyMaker;
-use certvault_central::{CentralError, Db};
+use certvault_central::Db;
 use zeroize::Zeroizing;
 
 pub const PIN: &[u8] = b"123456";
@@ -422,32 +422,4 @@ pub async fn http_auth(
         rest = out;
     }
     (status, rest)
-}
-
-/// TEST ONLY. Request/update/receipt "files" as plain, unsigned JSON of the internal types: stands in for the real
-/// (CMS, signed) formats, which the device-side work provides, so the HTTP path can be tested end to end.
-pub struct TestOnlyJsonEnvelope;
-
-impl certvault_central::envelope::Envelope for TestOnlyJsonEnvelope {
-    fn verify_request(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedRequest, CentralError> {
-        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test request: {e}")))
-    }
-    fn seal_update(&self, issued: &certvault_central::processing::Issued) -> Result<Vec<u8>, CentralError> {
-        serde_json::to_vec(issued).map_err(|e| CentralError::Invalid(e.to_string()))
-    }
-    fn receipt_serial(&self, body: &[u8]) -> Result<String, CentralError> {
-        Ok(self.verify_receipt(body, &[])?.serial)
-    }
-    fn verify_receipt(
-        &self,
-        body: &[u8],
-        device_key: &[u8],
-    ) -> Result<certvault_central::processing::VerifiedReceipt, CentralError> {
-        let r: certvault_central::processing::VerifiedReceipt =
-            serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test receipt: {e}")))?;
-        if !device_key.is_empty() && r.device_public_key != device_key {
-            return Err(CentralError::Invalid("test receipt: another device key".into()));
-        }
-        Ok(r)
-    }
 }

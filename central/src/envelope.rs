@@ -9,7 +9,7 @@ use certvault::provision::{self, KeyOrigin as FileOrigin, ProvisionError};
 use certvault::SharedKey;
 
 use crate::error::{CentralError, Result};
-use crate::processing::{Issued, KeyOrigin, RequestItem, VerifiedReceipt, VerifiedRequest};
+use crate::processing::{Issued, KeyOrigin, ReceiptCertificate, RequestItem, VerifiedReceipt, VerifiedRequest};
 
 /// Request/update/receipt file formats.
 pub trait Envelope: Send + Sync {
@@ -188,6 +188,11 @@ impl Envelope for ProvisionEnvelope {
             device_public_key: r.device_key,
             nonce: nonce32(&r.nonce, "receipt")?,
             counter: r.counter,
+            certificates: r
+                .certificates
+                .into_iter()
+                .map(|t| ReceiptCertificate { label: t.label, sha256: t.sha256 })
+                .collect(),
         })
     }
 }

@@ -120,6 +120,18 @@ pub struct VerifiedReceipt {
     pub nonce: [u8; 32],
     /// The dongle's counter after applying.
     pub counter: u64,
+    /// What the dongle stored: every certificate the confirmed update issued for an order must be listed.
+    #[serde(default)]
+    pub certificates: Vec<ReceiptCertificate>,
+}
+
+/// A certificate a dongle confirms it stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptCertificate {
+    /// The key's label.
+    pub label: String,
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    pub sha256: String,
 }
 
 /// What a receipt changed.
@@ -535,6 +547,26 @@ impl Central {
                 got: receipt.counter,
                 expected: device.counter,
             });
+        }
+        // The receipt must confirm the very certificates the update carried for the orders it answers: a dongle
+        // that stored something else (or nothing) does not fulfil them.
+        let issued = sqlx::query(
+            "SELECT i.label, c.der FROM certificates c JOIN order_items i ON i.id = c.order_item_id \
+             JOIN orders o ON o.id = i.order_id WHERE o.device_id = $1 AND o.issued_nonce = $2 ORDER BY c.id",
+        )
+        .bind(device.id)
+        .bind(nonce.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &issued {
+            let label: String = r.try_get("label")?;
+            let sha256 = certvault::provision::thumbprint(&r.try_get::<Vec<u8>, _>("der")?);
+            if !receipt.certificates.iter().any(|c| c.label == label && c.sha256.eq_ignore_ascii_case(&sha256)) {
+                return Err(CentralError::Invalid(format!(
+                    "device {serial}: the receipt does not confirm the certificate {label:?} (sha256 {sha256}) \
+                     the update carried; nothing recorded"
+                )));
+            }
         }
         let ts = now();
         let rows =

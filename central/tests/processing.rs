@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use certvault::csr::CsrRequest;
 use certvault::{KeyAlgorithm, KeySelector, KeyStore, SharedKey};
-use certvault_central::processing::{KeyOrigin, RequestItem, VerifiedReceipt, VerifiedRequest};
+use certvault_central::processing::{KeyOrigin, ReceiptCertificate, RequestItem, VerifiedReceipt, VerifiedRequest};
 use certvault_central::registry::{self, Entitlement, KeyOriginKind, NewOrderItem, RevocationReason};
 use certvault_central::{Central, CentralError, Db};
 use common::{openssl, snapshot, write_pem, OpensslCa, TestVaultd};
@@ -67,6 +67,7 @@ impl Dongle {
             device_public_key: self.device_key.info().spki_der.clone(),
             nonce,
             counter,
+            certificates: vec![],
         }
     }
 }
@@ -274,11 +275,25 @@ async fn scenario(db: Db) {
     assert!(matches!(err, CentralError::NotFound(_)), "{err}");
     let err = central.receipt(&dongle.receipt(request.nonce, 0)).await.unwrap_err();
     assert!(matches!(err, CentralError::WrongCounter { .. }), "{err}");
-    let outcome = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap();
+    // A receipt that does not confirm what the update carried fulfils nothing.
+    let before = snapshot(&db).await;
+    let err = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap_err();
+    assert!(matches!(err, CentralError::Invalid(_)) && err.to_string().contains("does not confirm"), "{err}");
+    let mut confirmed = dongle.receipt(request.nonce, 1);
+    confirmed.certificates = issued
+        .items
+        .iter()
+        .map(|i| ReceiptCertificate { label: i.label.clone(), sha256: certvault::provision::thumbprint(&i.chain[0]) })
+        .collect();
+    let mut wrong = confirmed.clone();
+    wrong.certificates[0].sha256 = "00".repeat(32);
+    assert!(central.receipt(&wrong).await.is_err(), "another certificate than the one issued");
+    assert_eq!(snapshot(&db).await, before);
+    let outcome = central.receipt(&confirmed).await.unwrap();
     assert_eq!(outcome.fulfilled_orders, vec![orders[0].id]);
     assert_eq!(registry::orders(&db, Some("CV-DEV-1")).await.unwrap()[0].status, "fulfilled");
     assert!(registry::unconfirmed(&db).await.unwrap().is_empty());
-    let err = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap_err();
+    let err = central.receipt(&confirmed).await.unwrap_err();
     assert!(matches!(err, CentralError::Conflict(_)), "{err}");
 
     // --- revocation: the CRL lists the certificate (checked with openssl crl -text) ---

@@ -196,3 +196,37 @@ impl Envelope for ProvisionEnvelope {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use certvault::soft::{generate_pkcs8, SoftKey};
+    use certvault::{KeyAlgorithm, KeyPolicy, SharedKey};
+
+    use super::*;
+
+    fn key(label: &str) -> SharedKey {
+        let pkcs8 = generate_pkcs8(KeyAlgorithm::EcP256).unwrap();
+        Arc::new(SoftKey::from_pkcs8(pkcs8, vec![1], label.into(), true, KeyPolicy::default()).unwrap())
+    }
+
+    #[test]
+    fn the_update_signer_needs_its_own_certificate() {
+        let (k, other) = (key("signer"), key("other"));
+        let cert = certvault::csr::self_signed_ca(other.as_ref(), "other", Duration::from_secs(3600)).unwrap();
+        let err = ProvisionEnvelope::new(k.clone(), vec![cert]).unwrap_err();
+        assert!(err.to_string().contains("not for the key \"signer\""), "{err}");
+        assert!(ProvisionEnvelope::new(k.clone(), vec![]).unwrap_err().to_string().contains("no certificate"));
+        let own = certvault::csr::self_signed_ca(k.as_ref(), "signer", Duration::from_secs(3600)).unwrap();
+        assert_eq!(ProvisionEnvelope::new(k, vec![own.clone()]).unwrap().certificate(), own.as_slice());
+    }
+
+    #[test]
+    fn without_an_update_signer_the_error_names_the_setting() {
+        let err = NotWired.verify_request(b"x").unwrap_err();
+        assert_eq!(err.http_status(), 501);
+        assert!(err.to_string().contains("[update_signer]"), "{err}");
+    }
+}

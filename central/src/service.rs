@@ -80,7 +80,9 @@ impl Central {
     pub async fn process_file(&self, body: &[u8]) -> Result<Vec<u8>> {
         let request = self.envelope.verify_request(body)?;
         let (tx, issued) = self.process_uncommitted(&request).await?;
-        let update = self.envelope.seal_update(&issued)?;
+        // Signing goes to the vault (a socket or a token): off the async workers.
+        let envelope = Arc::clone(&self.envelope);
+        let update = blocking(move || envelope.seal_update(&issued)).await?;
         tx.commit().await?;
         Ok(update)
     }

@@ -99,13 +99,11 @@ impl Request {
             if item.application_uri.is_empty() {
                 return Err(bad(format!("item {:?}: empty ApplicationUri", item.label)));
             }
-            let (needs_csr, needs_cert) = match item.key_origin {
-                KeyOrigin::Device => (true, false),
-                KeyOrigin::Central => (false, false),
-                KeyOrigin::SelfSigned => (false, true),
+            let (origin, needs_csr, needs_cert) = match item.key_origin {
+                KeyOrigin::Device => ("device", true, false),
+                KeyOrigin::Central => ("central", false, false),
+                KeyOrigin::SelfSigned => ("self-signed", false, true),
             };
-            let origin = serde_json::to_value(item.key_origin).ok().and_then(|v| v.as_str().map(str::to_owned));
-            let origin = origin.unwrap_or_default();
             if needs_csr != item.csr.is_some() {
                 let which = if needs_csr { "needs a CSR" } else { "carries no CSR" };
                 return Err(bad(format!("item {:?}: key origin {origin} {which}", item.label)));

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use certvault::provision::{OaepHash, Recipient};
 use certvault::{KeyAlgorithm, PublicKey};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -66,6 +67,10 @@ pub struct VerifiedRequest {
     /// The dongle's transport public key (SPKI DER): centrally made keys are sealed to it.
     #[serde(with = "serde_bytes_b64")]
     pub transport_public_key: Vec<u8>,
+    /// The OAEP hash the transport key unwraps with (the request's `transport_oaep`: SHA-1 for tokens such as
+    /// SoftHSM2 2.6 whose `C_UnwrapKey` knows no other).
+    #[serde(default)]
+    pub transport_oaep: OaepHash,
     /// A fresh nonce; the update is bound to it.
     #[serde(with = "serde_nonce")]
     pub nonce: [u8; 32],
@@ -115,6 +120,18 @@ pub struct VerifiedReceipt {
     pub nonce: [u8; 32],
     /// The dongle's counter after applying.
     pub counter: u64,
+    /// What the dongle stored: every certificate the confirmed update issued for an order must be listed.
+    #[serde(default)]
+    pub certificates: Vec<ReceiptCertificate>,
+}
+
+/// A certificate a dongle confirms it stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptCertificate {
+    /// The key's label.
+    pub label: String,
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    pub sha256: String,
 }
 
 /// What a receipt changed.
@@ -166,6 +183,13 @@ fn split_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         bytes = rest;
     }
     Ok(out)
+}
+
+impl VerifiedRequest {
+    /// Whom central-made keys are sealed to: the transport key with its OAEP hash.
+    pub fn transport_recipient(&self) -> Recipient {
+        Recipient { spki: self.transport_public_key.clone(), oaep: self.transport_oaep }
+    }
 }
 
 impl Central {
@@ -269,7 +293,7 @@ impl Central {
             touched_orders.insert(*order_id);
             issued.push(out);
         }
-        issued.extend(self.restore_in(&mut tx, device.id, &request.transport_public_key).await?);
+        issued.extend(self.restore_in(&mut tx, device.id, &request.transport_recipient()).await?);
 
         let ts = now();
         for order_id in touched_orders {
@@ -349,13 +373,17 @@ impl Central {
             KeyOrigin::DeviceSelfSigned { certificate_der } => issuer::cert_facts(certificate_der)?.spki,
             KeyOrigin::Central => {
                 let maker = self.key_maker.clone().ok_or_else(|| {
-                    CentralError::Unavailable("central key generation is not configured (no key maker)".into())
+                    CentralError::Unavailable(
+                        "central key generation is not configured: set [key_maker] in central.toml".into(),
+                    )
                 })?;
-                let backup = self
-                    .backup_spki
-                    .clone()
-                    .ok_or_else(|| CentralError::Config("no backup key is configured".into()))?;
-                let transport = request.transport_public_key.clone();
+                let backup = self.backup_spki.clone().ok_or_else(|| {
+                    CentralError::Config(
+                        "no backup key is configured: set [key_maker] backup_key in central.toml".into(),
+                    )
+                })?;
+                let transport = request.transport_recipient();
+                let backup = Recipient::new(backup);
                 let key = tokio::task::spawn_blocking(move || maker.make_sealed(algorithm, &transport, &backup))
                     .await
                     .map_err(|e| CentralError::KeyMaker(format!("{e}")))??;
@@ -450,7 +478,7 @@ impl Central {
     }
 
     /// Re-seals every backed-up key waiting for this (replacement) dongle to its transport key.
-    async fn restore_in(&self, tx: &mut Tx, device_id: i64, transport_spki: &[u8]) -> Result<Vec<IssuedItem>> {
+    async fn restore_in(&self, tx: &mut Tx, device_id: i64, transport: &Recipient) -> Result<Vec<IssuedItem>> {
         let rows = sqlx::query(
             "SELECT b.id, b.label, b.sealed_backup, c.der, c.chain FROM key_backups b \
              JOIN certificates c ON c.id = b.certificate_id \
@@ -462,15 +490,14 @@ impl Central {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let maker = self
-            .key_maker
-            .clone()
-            .ok_or_else(|| CentralError::Unavailable("no key maker to restore keys with".into()))?;
+        let maker = self.key_maker.clone().ok_or_else(|| {
+            CentralError::Unavailable("restoring keys needs the key maker: set [key_maker] in central.toml".into())
+        })?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             let sealed: Vec<u8> = r.try_get("sealed_backup")?;
-            let transport = transport_spki.to_vec();
+            let transport = transport.clone();
             let m = Arc::clone(&maker);
             let sealed_key = tokio::task::spawn_blocking(move || m.reseal(&sealed, &transport))
                 .await
@@ -520,6 +547,26 @@ impl Central {
                 got: receipt.counter,
                 expected: device.counter,
             });
+        }
+        // The receipt must confirm the very certificates the update carried for the orders it answers: a dongle
+        // that stored something else (or nothing) does not fulfil them.
+        let issued = sqlx::query(
+            "SELECT i.label, c.der FROM certificates c JOIN order_items i ON i.id = c.order_item_id \
+             JOIN orders o ON o.id = i.order_id WHERE o.device_id = $1 AND o.issued_nonce = $2 ORDER BY c.id",
+        )
+        .bind(device.id)
+        .bind(nonce.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &issued {
+            let label: String = r.try_get("label")?;
+            let sha256 = certvault::provision::thumbprint(&r.try_get::<Vec<u8>, _>("der")?);
+            if !receipt.certificates.iter().any(|c| c.label == label && c.sha256.eq_ignore_ascii_case(&sha256)) {
+                return Err(CentralError::Invalid(format!(
+                    "device {serial}: the receipt does not confirm the certificate {label:?} (sha256 {sha256}) \
+                     the update carried; nothing recorded"
+                )));
+            }
         }
         let ts = now();
         let rows =

@@ -80,14 +80,26 @@ impl Central {
     pub async fn process_file(&self, body: &[u8]) -> Result<Vec<u8>> {
         let request = self.envelope.verify_request(body)?;
         let (tx, issued) = self.process_uncommitted(&request).await?;
-        let update = self.envelope.seal_update(&issued)?;
+        // Signing goes to the vault (a socket or a token): off the async workers.
+        let envelope = Arc::clone(&self.envelope);
+        let update = blocking(move || envelope.seal_update(&issued)).await?;
         tx.commit().await?;
         Ok(update)
     }
 
-    /// Verifies a receipt file and records it.
+    /// Verifies a receipt file against the device key registered for the dongle it names, and records it.
     pub async fn receipt_file(&self, body: &[u8]) -> Result<crate::processing::ReceiptOutcome> {
-        let receipt = self.envelope.verify_receipt(body)?;
+        let serial = self.envelope.receipt_serial(body)?;
+        let row = sqlx::query("SELECT device_public_key FROM devices WHERE serial = $1")
+            .bind(&serial)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| CentralError::UnknownDevice(serial.clone()))?;
+        let device_key: Option<Vec<u8>> = row.try_get("device_public_key")?;
+        let device_key = device_key.ok_or_else(|| {
+            CentralError::NotFound(format!("device {serial} has no device key yet: it never sent a request"))
+        })?;
+        let receipt = self.envelope.verify_receipt(body, &device_key)?;
         self.receipt(&receipt).await
     }
 

@@ -1,5 +1,5 @@
 //! The operator HTTP+JSON API over real HTTP on 127.0.0.1 (an OS-picked port): the whole operator flow, a request
-//! and a receipt through the (test-only, unsigned JSON) envelope, revocation and the CRL download checked with
+//! and a receipt as real signed files (CMS, `certvault::provision`) through the real envelope, revocation and the CRL download checked with
 //! `openssl crl -text`, and errors as JSON with fitting statuses.
 
 mod common;
@@ -10,8 +10,10 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use certvault::csr::CsrRequest;
+use certvault::provision::{self, Expected, KeyOrigin, Receipt, Request, RequestItem};
+use certvault::SharedKey;
 use certvault::{KeyAlgorithm, KeySelector, KeyStore};
-use certvault_central::processing::{Issued, KeyOrigin, RequestItem, VerifiedReceipt, VerifiedRequest};
+use certvault_central::envelope::ProvisionEnvelope;
 use certvault_central::Central;
 use common::{http, openssl, TestVaultd};
 use serde_json::{json, Value};
@@ -41,9 +43,14 @@ async fn operator_api_over_http() {
     let device_key = dongle.generate("device-identity", KeyAlgorithm::EcP256);
     let transport_key = dongle.generate("transport", KeyAlgorithm::Rsa { bits: 2048 });
     dongle.generate("app", KeyAlgorithm::Rsa { bits: 2048 });
+    let signer = central_vault.generate("update-signer", KeyAlgorithm::EcP256);
+    let signer_cert =
+        certvault::csr::self_signed_ca(signer.as_ref(), "central updates", std::time::Duration::from_secs(86_400))
+            .unwrap();
+    let envelope = ProvisionEnvelope::new(signer, vec![signer_cert.clone()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let central = Central::new(common::sqlite_db(dir.path()).await)
-        .with_envelope(Arc::new(common::TestOnlyJsonEnvelope))
+        .with_envelope(Arc::new(envelope))
         .with_crl_dir(dir.path().join("crl"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -99,48 +106,55 @@ async fn operator_api_over_http() {
         .client()
         .create_csr(&KeySelector::Label("app".into()), &CsrRequest { common_name: "app".into(), ..Default::default() })
         .unwrap();
-    let request = VerifiedRequest {
-        serial: "CV-DEV-1".into(),
-        device_public_key: device_spki.clone(),
-        transport_public_key: transport_key.info().spki_der.clone(),
-        nonce: [0x42; 32],
-        counter: 0,
-        items: vec![RequestItem {
-            label: "app".into(),
-            key_algorithm: KeyAlgorithm::Rsa { bits: 2048 },
-            application_uri: String::new(),
-            host_names: vec![],
-            origin: KeyOrigin::Device { csr_der: csr },
-        }],
+    let request = |nonce: [u8; 32], counter: u64, signer: &SharedKey| {
+        Request::new(
+            "CV-DEV-1".into(),
+            signer.info().spki_der.clone(),
+            transport_key.info().spki_der.clone(),
+            nonce.to_vec(),
+            counter,
+            vec![RequestItem {
+                label: "app".into(),
+                algorithm: KeyAlgorithm::Rsa { bits: 2048 },
+                application_uri: "urn:certvault:test:app".into(),
+                hosts: vec![],
+                key_origin: KeyOrigin::Device,
+                csr: Some(csr.clone()),
+                certificate: None,
+            }],
+        )
+        .sign(signer.as_ref())
+        .unwrap()
     };
-    let body = serde_json::to_vec(&request).unwrap();
+    let body = request([0x42; 32], 0, &device_key);
     let (s, update) = http(addr, "POST", "/api/requests", Some(&body)).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&update));
-    let issued: Issued = serde_json::from_slice(&update).unwrap();
-    assert_eq!(issued.new_counter, 1);
+    let expected = Expected { serial: "CV-DEV-1", nonce: &[0x42; 32], counter: 1 };
+    let issued = provision::verify_update(&update, &signer_cert, &expected).unwrap();
+    assert_eq!(issued.counter, 1);
     assert_eq!(issued.items[0].chain.len(), 2);
 
     // Replay, wrong counter, another device key.
     let (s, b) = http(addr, "POST", "/api/requests", Some(&body)).await;
     assert_error((s, serde_json::from_slice(&b).unwrap()), 409, "replay");
-    let mut again = request.clone();
-    again.nonce = [0x43; 32];
-    let (s, b) = http(addr, "POST", "/api/requests", Some(&serde_json::to_vec(&again).unwrap())).await;
+    let (s, b) = http(addr, "POST", "/api/requests", Some(&request([0x43; 32], 0, &device_key))).await;
     assert_error((s, serde_json::from_slice(&b).unwrap()), 409, "wrong-counter");
-    again.counter = 1;
-    again.device_public_key = transport_key.info().spki_der.clone();
-    let (s, b) = http(addr, "POST", "/api/requests", Some(&serde_json::to_vec(&again).unwrap())).await;
+    let (s, b) = http(addr, "POST", "/api/requests", Some(&request([0x44; 32], 1, &transport_key))).await;
     assert_error((s, serde_json::from_slice(&b).unwrap()), 403, "key-mismatch");
+    let mut forged = request([0x45; 32], 1, &device_key);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (s, b) = http(addr, "POST", "/api/requests", Some(&forged)).await;
+    assert_error((s, serde_json::from_slice(&b).unwrap()), 400, "invalid");
 
     // Receipt: the order is fulfilled and the device confirmed.
     assert_eq!(call(addr, "GET", "/api/devices/unconfirmed", None).await.1.as_array().unwrap().len(), 1);
-    let receipt = VerifiedReceipt {
-        serial: "CV-DEV-1".into(),
-        device_public_key: device_spki.clone(),
-        nonce: [0x42; 32],
-        counter: 1,
-    };
-    let (s, outcome) = call(addr, "POST", "/api/receipts", Some(serde_json::to_value(&receipt).unwrap())).await;
+    let thumbprints =
+        vec![provision::Thumbprint { label: "app".into(), sha256: provision::thumbprint(&issued.items[0].chain[0]) }];
+    let receipt =
+        Receipt::new("CV-DEV-1".into(), device_spki.clone(), 1, vec![0x42; 32], thumbprints).sign(device_key.as_ref());
+    let (s, b) = http(addr, "POST", "/api/receipts", Some(&receipt.unwrap())).await;
+    let outcome: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(s, 200, "{outcome}");
     assert_eq!(outcome["fulfilled_orders"].as_array().unwrap().len(), 1);
     assert!(call(addr, "GET", "/api/devices/unconfirmed", None).await.1.as_array().unwrap().is_empty());
@@ -194,10 +208,7 @@ async fn operator_api_over_http() {
 
     // Withdrawn entitlement.
     assert_eq!(call(addr, "POST", "/api/devices/CV-DEV-1/disentitle", None).await.0, 200);
-    let mut late = request.clone();
-    late.nonce = [0x44; 32];
-    late.counter = 1;
-    let (s, b) = http(addr, "POST", "/api/requests", Some(&serde_json::to_vec(&late).unwrap())).await;
+    let (s, b) = http(addr, "POST", "/api/requests", Some(&request([0x46; 32], 1, &device_key))).await;
     assert_error((s, serde_json::from_slice(&b).unwrap()), 403, "not-entitled");
     assert_error(call(addr, "GET", "/api/nothing-here", None).await, 404, "not-found");
 

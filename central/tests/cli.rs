@@ -147,7 +147,11 @@ async fn operator_commands_and_serve() {
     fails(&db, &["ca", "crl", "nope", "--out", &crl.display().to_string()], "CA \"nope\"");
 
     std::fs::write(dir.path().join("request.bin"), b"a request").unwrap();
-    fails(&db, &["process", &dir.path().join("request.bin").display().to_string(), "--out", "/dev/null"], "not wired");
+    fails(
+        &db,
+        &["process", &dir.path().join("request.bin").display().to_string(), "--out", "/dev/null"],
+        "set [update_signer]",
+    );
 
     // `serve` from a configuration file, on the same database, over real HTTP.
     let config = dir.path().join("central.toml");

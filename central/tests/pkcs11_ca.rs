@@ -74,6 +74,7 @@ async fn ca_key_on_a_pkcs11_token() {
             serial: "CV-HSM-1".into(),
             device_public_key: device_key.info().spki_der.clone(),
             transport_public_key: transport.info().spki_der.clone(),
+            transport_oaep: Default::default(),
             nonce: [9; 32],
             counter: 0,
             items: vec![RequestItem {

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use certvault::csr::CsrRequest;
 use certvault::{KeyAlgorithm, KeySelector, KeyStore, SharedKey};
-use certvault_central::processing::{KeyOrigin, RequestItem, VerifiedReceipt, VerifiedRequest};
+use certvault_central::processing::{KeyOrigin, ReceiptCertificate, RequestItem, VerifiedReceipt, VerifiedRequest};
 use certvault_central::registry::{self, Entitlement, KeyOriginKind, NewOrderItem, RevocationReason};
 use certvault_central::{Central, CentralError, Db};
 use common::{openssl, snapshot, write_pem, OpensslCa, TestVaultd};
@@ -54,6 +54,7 @@ impl Dongle {
             serial: self.vault.serial.clone(),
             device_public_key: self.device_key.info().spki_der.clone(),
             transport_public_key: self.transport_key.info().spki_der.clone(),
+            transport_oaep: Default::default(),
             nonce,
             counter,
             items,
@@ -66,6 +67,7 @@ impl Dongle {
             device_public_key: self.device_key.info().spki_der.clone(),
             nonce,
             counter,
+            certificates: vec![],
         }
     }
 }
@@ -99,12 +101,12 @@ fn item(label: &str, origin: KeyOrigin) -> RequestItem {
 async fn scenario(db: Db) {
     let central_vault = TestVaultd::start("CV-CENTRAL");
     central_vault.generate("plant-ca", KeyAlgorithm::Rsa { bits: 2048 });
-    let backup_key = central_vault.generate("backup", KeyAlgorithm::Rsa { bits: 2048 });
+    let (key_maker, backup_spki) = common::vaultd_key_maker(&central_vault);
     let openssl_ca = OpensslCa::new();
     let crl_dir = tempfile::tempdir().unwrap();
     let central = Central::new(db)
         .with_external(openssl_ca.external("openssl"))
-        .with_key_maker(common::test_key_maker(backup_key.clone()), backup_key.info().spki_der.clone())
+        .with_key_maker(key_maker, backup_spki)
         .with_crl_dir(crl_dir.path().to_path_buf());
     let db = central.db().clone();
     central.create_ca("plant", &central_vault.key_uri("plant-ca"), "Plant CA", 365).await.unwrap();
@@ -231,10 +233,10 @@ async fn scenario(db: Db) {
     // key the certificate was issued for.
     let made = &issued.items[3];
     let sealed = made.sealed_key.as_ref().expect("a sealed key");
-    let pkcs8 = common::test_unseal(sealed, dongle.transport_key.as_ref()).unwrap();
+    let pkcs8 = common::open_sealed(sealed, dongle.transport_key.as_ref()).unwrap();
     let made_spki = common::pkcs8_spki(pkcs8);
     assert_eq!(certvault::PublicKey::from_certificate(&made.chain[0]).unwrap().spki_der(), made_spki.as_slice());
-    assert!(common::test_unseal(sealed, stranger.transport_key.as_ref()).is_err(), "only this dongle opens it");
+    assert!(common::open_sealed(sealed, stranger.transport_key.as_ref()).is_err(), "only this dongle opens it");
 
     // Recorded: four certificates, the orders issued, the counter advanced, the device listed as unconfirmed.
     let certs = registry::certificates(&db, Some("CV-DEV-1")).await.unwrap();
@@ -273,11 +275,25 @@ async fn scenario(db: Db) {
     assert!(matches!(err, CentralError::NotFound(_)), "{err}");
     let err = central.receipt(&dongle.receipt(request.nonce, 0)).await.unwrap_err();
     assert!(matches!(err, CentralError::WrongCounter { .. }), "{err}");
-    let outcome = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap();
+    // A receipt that does not confirm what the update carried fulfils nothing.
+    let before = snapshot(&db).await;
+    let err = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap_err();
+    assert!(matches!(err, CentralError::Invalid(_)) && err.to_string().contains("does not confirm"), "{err}");
+    let mut confirmed = dongle.receipt(request.nonce, 1);
+    confirmed.certificates = issued
+        .items
+        .iter()
+        .map(|i| ReceiptCertificate { label: i.label.clone(), sha256: certvault::provision::thumbprint(&i.chain[0]) })
+        .collect();
+    let mut wrong = confirmed.clone();
+    wrong.certificates[0].sha256 = "00".repeat(32);
+    assert!(central.receipt(&wrong).await.is_err(), "another certificate than the one issued");
+    assert_eq!(snapshot(&db).await, before);
+    let outcome = central.receipt(&confirmed).await.unwrap();
     assert_eq!(outcome.fulfilled_orders, vec![orders[0].id]);
     assert_eq!(registry::orders(&db, Some("CV-DEV-1")).await.unwrap()[0].status, "fulfilled");
     assert!(registry::unconfirmed(&db).await.unwrap().is_empty());
-    let err = central.receipt(&dongle.receipt(request.nonce, 1)).await.unwrap_err();
+    let err = central.receipt(&confirmed).await.unwrap_err();
     assert!(matches!(err, CentralError::Conflict(_)), "{err}");
 
     // --- revocation: the CRL lists the certificate (checked with openssl crl -text) ---
@@ -309,9 +325,9 @@ async fn scenario(db: Db) {
     let item = &restored.items[0];
     assert_eq!(item.label, "made");
     assert_eq!(item.chain, made.chain);
-    let pkcs8 = common::test_unseal(item.sealed_key.as_ref().unwrap(), replacement.transport_key.as_ref()).unwrap();
+    let pkcs8 = common::open_sealed(item.sealed_key.as_ref().unwrap(), replacement.transport_key.as_ref()).unwrap();
     assert_eq!(common::pkcs8_spki(pkcs8), made_spki, "the same key, re-sealed to the new dongle");
-    assert!(common::test_unseal(item.sealed_key.as_ref().unwrap(), dongle.transport_key.as_ref()).is_err());
+    assert!(common::open_sealed(item.sealed_key.as_ref().unwrap(), dongle.transport_key.as_ref()).is_err());
     // Restored once.
     assert!(central.process(&replacement.request(1, vec![])).await.unwrap().items.is_empty());
     central.db().close().await;

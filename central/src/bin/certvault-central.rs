@@ -58,7 +58,8 @@ enum Command {
     /// The central's CAs and their CRLs.
     #[command(subcommand)]
     Ca(CaCmd),
-    /// Process a request file and write the update file (needs the file formats wired in).
+    /// Process a request file and write the update file (needs `[update_signer]`, and `[key_maker]` for
+    /// central-made keys).
     Process {
         /// The request file.
         request: PathBuf,
@@ -66,7 +67,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Record a receipt file (needs the file formats wired in).
+    /// Record a receipt file (needs `[update_signer]`).
     Receipt {
         /// The receipt file.
         receipt: PathBuf,
@@ -271,7 +272,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    let central = config.central().await?;
+    // Only the commands that read or write provisioning files open the update signer and the key maker's vault.
+    let central = match command {
+        Command::Serve { .. } | Command::Process { .. } | Command::Receipt { .. } => {
+            config.provisioning_central().await?
+        }
+        _ => config.central().await?,
+    };
     let db = central.db().clone();
     match command {
         Command::Serve { listen } => {

@@ -1,5 +1,5 @@
-//! Helpers of the central's integration tests: a throwaway PostgreSQL cluster, a real vaultd per test, a test-only
-//! key maker and stand-ins for the device side. Everything is made at run time in temporary directories; every
+//! Helpers of the central's integration tests: a throwaway PostgreSQL cluster, a real vaultd per test, the real key
+//! maker over it (and an opener of what it seals, to check in the test which key it is), and `openssl ca`. Everything is made at run time in temporary directories; every
 //! process is stopped on drop.
 #![allow(dead_code)]
 
@@ -8,14 +8,11 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use certvault::container::{Container, KdfParams};
-use certvault::soft::{generate_pkcs8, SoftKey};
-use certvault::{
-    DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, PublicKey, SharedKey, VaultKey,
-};
-use certvault_central::keymaker::{KeyMaker, MadeKey};
-use certvault_central::{CentralError, Db};
+use certvault::soft::SoftKey;
+use certvault::{DaemonClient, DecryptAlg, KeyAlgorithm, KeyPolicy, KeySelector, KeyStore, SharedKey, VaultKey};
+use certvault_central::keymaker::KeyMaker;
+use certvault_central::Db;
 use zeroize::Zeroizing;
 
 pub const PIN: &[u8] = b"123456";
@@ -175,50 +172,7 @@ impl Drop for TestVaultd {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Test-only key maker
-
-/// TEST ONLY. A [`KeyMaker`] that makes the key in this (test) process, seals it (RSA-OAEP-SHA256 key transport +
-/// AES-256-GCM) and forgets it; unsealing the backup for a restore uses the backup key inside its vault. The real
-/// key maker is the vault daemon's, where the key never exists outside the daemon; this stand-in only exists so the
-/// central's key-generation path can be tested before that lands.
-pub struct TestOnlyInProcessKeyMaker {
-    pub backup_key: SharedKey,
-}
-
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    aws_lc_rs::rand::fill(&mut b).expect("random");
-    b
-}
-
-/// TEST ONLY: seals `data` to the RSA public key `spki`.
-pub fn test_seal(data: &[u8], spki: &[u8]) -> Vec<u8> {
-    let cek = rand_bytes::<32>();
-    let wrapped = PublicKey::from_spki(spki).expect("spki").encrypt(DecryptAlg::RsaOaepSha256, &cek).expect("wrap");
-    let nonce = rand_bytes::<12>();
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).expect("aes key"));
-    let mut ct = data.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ct).expect("seal");
-    let mut out = (wrapped.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(&wrapped);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out
-}
-
-/// TEST ONLY: opens what [`test_seal`] made, with the RSA key (inside its vault) for the key transport.
-pub fn test_unseal(blob: &[u8], key: &dyn VaultKey) -> Result<Zeroizing<Vec<u8>>, String> {
-    let n = u16::from_be_bytes(blob.get(..2).ok_or("short")?.try_into().map_err(|_| "short")?) as usize;
-    let wrapped = blob.get(2..2 + n).ok_or("short")?;
-    let nonce: [u8; 12] = blob.get(2 + n..14 + n).ok_or("short")?.try_into().map_err(|_| "short")?;
-    let cek = key.decrypt(DecryptAlg::RsaOaepSha256, wrapped).map_err(|e| e.to_string())?;
-    let aes = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).map_err(|e| e.to_string())?);
-    let mut ct = Zeroizing::new(blob.get(14 + n..).ok_or("short")?.to_vec());
-    let len =
-        aes.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ct).map_err(|e| e.to_string())?.len();
-    ct.truncate(len);
-    Ok(ct)
-}
+// Key maker
 
 /// The SPKI of a PKCS#8 key.
 pub fn pkcs8_spki(pkcs8: Zeroizing<Vec<u8>>) -> Vec<u8> {
@@ -229,25 +183,33 @@ pub fn pkcs8_spki(pkcs8: Zeroizing<Vec<u8>>) -> Vec<u8> {
         .clone()
 }
 
-impl KeyMaker for TestOnlyInProcessKeyMaker {
-    fn make_sealed(&self, algorithm: KeyAlgorithm, transport: &[u8], backup: &[u8]) -> Result<MadeKey, CentralError> {
-        let pkcs8 = generate_pkcs8(algorithm).map_err(|e| CentralError::KeyMaker(e.to_string()))?;
-        Ok(MadeKey {
-            spki: pkcs8_spki(pkcs8.clone()),
-            sealed_for_device: test_seal(&pkcs8, transport),
-            sealed_backup: test_seal(&pkcs8, backup),
-        })
-    }
-
-    fn reseal(&self, sealed_backup: &[u8], new_transport: &[u8]) -> Result<Vec<u8>, CentralError> {
-        let pkcs8 = test_unseal(sealed_backup, self.backup_key.as_ref()).map_err(CentralError::KeyMaker)?;
-        Ok(test_seal(&pkcs8, new_transport))
-    }
+/// The real key maker over `vault` (backup key `central-backup`, made inside, unwrap-only) and the backup key's
+/// public half.
+pub fn vaultd_key_maker(vault: &TestVaultd) -> (Arc<dyn KeyMaker>, Vec<u8>) {
+    let maker = certvault_central::keymaker::VaultdKeyMaker::new(vault.client(), "central-backup").expect("key maker");
+    let backup = maker.backup_spki().to_vec();
+    (Arc::new(maker), backup)
 }
 
-/// A shared key maker.
-pub fn test_key_maker(backup_key: SharedKey) -> Arc<dyn KeyMaker> {
-    Arc::new(TestOnlyInProcessKeyMaker { backup_key })
+/// TEST ONLY: opens a key the real key maker sealed (CMS EnvelopedData: RSA-OAEP-SHA-256, AES-256 key wrap with
+/// padding) with an ordinary RSA decryption key (inside its vault), to check in the test which key it is. A dongle
+/// opens it inside its vault instead.
+pub fn open_sealed(der_bytes: &[u8], key: &dyn VaultKey) -> Result<Zeroizing<Vec<u8>>, String> {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
+    use cms::content_info::ContentInfo;
+    use cms::enveloped_data::{EnvelopedData, RecipientInfo};
+    use der::Decode as _;
+    let ci = ContentInfo::from_der(der_bytes).map_err(|e| e.to_string())?;
+    let ed: EnvelopedData = ci.content.decode_as().map_err(|e: der::Error| e.to_string())?;
+    let recips = ed.recip_infos.0.into_vec();
+    let [RecipientInfo::Ktri(ktri)] = recips.as_slice() else { return Err("one key-transport recipient".into()) };
+    let cek = key.decrypt(DecryptAlg::RsaOaepSha256, ktri.enc_key.as_bytes()).map_err(|e| e.to_string())?;
+    let wrapped = ed.encrypted_content.encrypted_content.ok_or("no content")?;
+    let kek = AesKek::new(&AES_256, &cek).map_err(|e| e.to_string())?;
+    let mut out = Zeroizing::new(vec![0u8; wrapped.as_bytes().len()]);
+    let n = kek.unwrap_with_padding(wrapped.as_bytes(), &mut out).map_err(|e| e.to_string())?.len();
+    out.truncate(n);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -460,20 +422,4 @@ pub async fn http_auth(
         rest = out;
     }
     (status, rest)
-}
-
-/// TEST ONLY. Request/update/receipt "files" as plain, unsigned JSON of the internal types: stands in for the real
-/// (CMS, signed) formats, which the device-side work provides, so the HTTP path can be tested end to end.
-pub struct TestOnlyJsonEnvelope;
-
-impl certvault_central::envelope::Envelope for TestOnlyJsonEnvelope {
-    fn verify_request(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedRequest, CentralError> {
-        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test request: {e}")))
-    }
-    fn seal_update(&self, issued: &certvault_central::processing::Issued) -> Result<Vec<u8>, CentralError> {
-        serde_json::to_vec(issued).map_err(|e| CentralError::Invalid(e.to_string()))
-    }
-    fn verify_receipt(&self, body: &[u8]) -> Result<certvault_central::processing::VerifiedReceipt, CentralError> {
-        serde_json::from_slice(body).map_err(|e| CentralError::Invalid(format!("test receipt: {e}")))
-    }
 }

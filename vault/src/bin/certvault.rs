@@ -158,7 +158,8 @@ enum Cmd {
     /// device key. Device-made keys are made inside now if missing, and carry a CSR made inside.
     Request {
         /// An item, e.g. `label=opcua,alg=rsa-2048,uri=urn:machine-a,host=machine-a,origin=device`
-        /// (origin: device or central; alg defaults to rsa2048; host may repeat). Repeat --item for more.
+        /// (origin: device, central or self-signed; alg defaults to rsa2048; host may repeat; days: validity of a
+        /// self-signed certificate, default 365). Repeat --item for more.
         #[arg(long = "item", required = true, value_name = "ITEM")]
         items: Vec<provision::device::ItemSpec>,
         /// Output file (DER CMS).

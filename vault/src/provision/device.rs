@@ -56,6 +56,10 @@ impl DeviceVault for Pkcs11Token {
     }
 }
 
+/// Default validity in days of the certificate a `self-signed` item carries (`days=` changes it). The central
+/// refuses one that outlives the order's validity.
+pub const SELF_SIGNED_DAYS: u32 = 365;
+
 /// One certificate to ask for, as the operator says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemSpec {
@@ -69,16 +73,19 @@ pub struct ItemSpec {
     pub hosts: Vec<String>,
     /// Where the key is made.
     pub origin: super::KeyOrigin,
+    /// Validity in days of the self-signed certificate of a `self-signed` item.
+    pub self_signed_days: u32,
 }
 
 impl std::str::FromStr for ItemSpec {
     type Err = String;
 
-    /// Parses `label=opcua,alg=rsa-2048,uri=urn:x,host=machine-a,host=10.0.0.1,origin=device` (origin defaults to
-    /// device, alg to rsa2048; `label` and `uri` are required).
+    /// Parses `label=opcua,alg=rsa-2048,uri=urn:x,host=machine-a,host=10.0.0.1,origin=device` (origin: device,
+    /// central or self-signed, default device; alg defaults to rsa2048; `label` and `uri` are required).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let (mut label, mut alg, mut uri, mut hosts, mut origin) =
             (None, KeyAlgorithm::Rsa { bits: 2048 }, None, Vec::new(), super::KeyOrigin::Device);
+        let mut days = SELF_SIGNED_DAYS;
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value"))?;
             match k.trim() {
@@ -86,14 +93,18 @@ impl std::str::FromStr for ItemSpec {
                 "alg" | "algorithm" => alg = v.parse().map_err(|e| format!("{e}"))?,
                 "uri" => uri = Some(v.to_string()),
                 "host" => hosts.push(v.to_string()),
+                "days" => {
+                    days = v.parse().ok().filter(|d| *d > 0).ok_or_else(|| format!("days={v:?}: a number >= 1"))?
+                }
                 "origin" => {
                     origin = match v {
                         "device" => super::KeyOrigin::Device,
                         "central" => super::KeyOrigin::Central,
-                        o => return Err(format!("origin {o:?}: use device or central")),
+                        "self-signed" => super::KeyOrigin::SelfSigned,
+                        o => return Err(format!("origin {o:?}: use device, central or self-signed")),
                     }
                 }
-                other => return Err(format!("unknown item field {other:?} (label, alg, uri, host, origin)")),
+                other => return Err(format!("unknown item field {other:?} (label, alg, uri, host, origin, days)")),
             }
         }
         Ok(ItemSpec {
@@ -102,6 +113,7 @@ impl std::str::FromStr for ItemSpec {
             application_uri: uri.ok_or("an item needs uri=... (the ApplicationUri)")?,
             hosts,
             origin,
+            self_signed_days: days,
         })
     }
 }
@@ -117,9 +129,9 @@ pub fn make_request(client: &dyn DeviceVault, items: &[ItemSpec]) -> Result<Vec<
                 why: format!("label {:?} is reserved", spec.label),
             });
         }
-        let csr = match spec.origin {
-            super::KeyOrigin::Central => None,
-            super::KeyOrigin::Device => {
+        let (csr, certificate) = match spec.origin {
+            super::KeyOrigin::Central => (None, None),
+            super::KeyOrigin::Device | super::KeyOrigin::SelfSigned => {
                 let sel = KeySelector::Label(spec.label.clone());
                 let info = match client.key(&sel) {
                     Ok(k) => k.info().clone(),
@@ -146,7 +158,13 @@ pub fn make_request(client: &dyn DeviceVault, items: &[ItemSpec]) -> Result<Vec<
                     dns_names,
                     ip_addresses,
                 };
-                Some(client.create_csr(&sel, &request)?)
+                if spec.origin == super::KeyOrigin::SelfSigned {
+                    let key = client.key(&sel)?;
+                    let valid_for = std::time::Duration::from_secs(u64::from(spec.self_signed_days) * 86_400);
+                    (None, Some(crate::csr::self_signed(key.as_ref(), &request, valid_for)?))
+                } else {
+                    (Some(client.create_csr(&sel, &request)?), None)
+                }
             }
         };
         out.push(RequestItem {
@@ -156,6 +174,7 @@ pub fn make_request(client: &dyn DeviceVault, items: &[ItemSpec]) -> Result<Vec<
             hosts: spec.hosts.clone(),
             key_origin: spec.origin,
             csr,
+            certificate,
         });
     }
     let (ctx, oaep) = client.begin_request()?;

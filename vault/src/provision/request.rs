@@ -17,6 +17,9 @@ pub enum KeyOrigin {
     Device,
     /// By the central (inside the central's vault), sealed to the device's transport key in the update.
     Central,
+    /// Inside the device's vault, with a self-signed certificate made there too: the central (issuer
+    /// `self-signed`) checks and records the certificate and sends it back as the item's chain.
+    SelfSigned,
 }
 
 /// One certificate the device asks for.
@@ -36,6 +39,10 @@ pub struct RequestItem {
     /// PKCS#10 DER made inside the vault; present exactly when `key_origin` is `device`.
     #[serde(default, with = "b64::opt", skip_serializing_if = "Option::is_none")]
     pub csr: Option<Vec<u8>>,
+    /// A self-signed X.509 certificate (DER) made inside the vault for the key `label`; present exactly when
+    /// `key_origin` is `self-signed`.
+    #[serde(default, with = "b64::opt", skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// A request document (the JSON inside a request file).
@@ -92,14 +99,18 @@ impl Request {
             if item.application_uri.is_empty() {
                 return Err(bad(format!("item {:?}: empty ApplicationUri", item.label)));
             }
-            match (item.key_origin, &item.csr) {
-                (KeyOrigin::Device, None) => {
-                    return Err(bad(format!("item {:?}: key origin device needs a CSR", item.label)))
-                }
-                (KeyOrigin::Central, Some(_)) => {
-                    return Err(bad(format!("item {:?}: key origin central carries no CSR", item.label)))
-                }
-                _ => {}
+            let (origin, needs_csr, needs_cert) = match item.key_origin {
+                KeyOrigin::Device => ("device", true, false),
+                KeyOrigin::Central => ("central", false, false),
+                KeyOrigin::SelfSigned => ("self-signed", false, true),
+            };
+            if needs_csr != item.csr.is_some() {
+                let which = if needs_csr { "needs a CSR" } else { "carries no CSR" };
+                return Err(bad(format!("item {:?}: key origin {origin} {which}", item.label)));
+            }
+            if needs_cert != item.certificate.is_some() {
+                let which = if needs_cert { "needs a certificate" } else { "carries no certificate" };
+                return Err(bad(format!("item {:?}: key origin {origin} {which}", item.label)));
             }
         }
         Ok(())

@@ -53,6 +53,7 @@ fn request(w: &World) -> Request {
                 hosts: vec!["machine-a".into()],
                 key_origin: KeyOrigin::Device,
                 csr: Some(csr),
+                certificate: None,
             },
             RequestItem {
                 label: "opcua-ecc".into(),
@@ -61,6 +62,7 @@ fn request(w: &World) -> Request {
                 hosts: vec![],
                 key_origin: KeyOrigin::Central,
                 csr: None,
+                certificate: None,
             },
         ],
     )
@@ -335,4 +337,64 @@ fn openssl_cms_reads_verifies_and_decrypts_our_files() -> TestResult {
         assert_eq!(std::fs::read(p("k.der"))?, pkcs8.as_slice(), "{oaep:?}");
     }
     Ok(())
+}
+
+fn self_signed_item(label: &str) -> RequestItem {
+    let app = key(KeyAlgorithm::EcP256, label);
+    let certificate = csr::self_signed(
+        &app,
+        &CsrRequest { common_name: "machine-a".into(), application_uri: Some("urn:a".into()), ..Default::default() },
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    RequestItem {
+        label: label.into(),
+        algorithm: KeyAlgorithm::EcP256,
+        application_uri: "urn:a".into(),
+        hosts: vec![],
+        key_origin: KeyOrigin::SelfSigned,
+        csr: None,
+        certificate: Some(certificate),
+    }
+}
+
+#[test]
+fn self_signed_item_round_trips_and_is_tamper_evident() -> TestResult {
+    let w = world();
+    let mut req = request(&w);
+    req.items.push(self_signed_item("opcua-self"));
+    let der = req.sign(&w.device)?;
+    let got = verify_request(&der)?;
+    assert_eq!(got, req);
+    assert_eq!(got.items[2].key_origin, KeyOrigin::SelfSigned);
+    let json = String::from_utf8_lossy(&der).into_owned();
+    assert!(json.contains("\"key_origin\": \"self-signed\""), "origin spelled self-signed in the JSON");
+    // One changed byte inside the certificate (inside the signed JSON) is refused.
+    let cert_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(req.items[2].certificate.as_ref().ok_or("no cert")?)
+    };
+    let at = json.find(&cert_b64[..40]).ok_or("certificate not found in the file")? + 20;
+    let mut bad = der.clone();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    assert!(matches!(verify_request(&bad), Err(ProvisionError::DigestMismatch { .. })));
+    Ok(())
+}
+
+#[test]
+fn self_signed_item_needs_its_certificate_and_nothing_else() {
+    let w = world();
+    let mut req = request(&w);
+    let mut item = self_signed_item("s");
+    item.certificate = None;
+    req.items = vec![item.clone()];
+    assert!(matches!(req.sign(&w.device), Err(ProvisionError::Invalid { .. })));
+    item = self_signed_item("s");
+    item.csr = Some(vec![1, 2, 3]);
+    req.items = vec![item];
+    assert!(matches!(req.sign(&w.device), Err(ProvisionError::Invalid { .. })));
+    let mut central = request(&w).items[1].clone();
+    central.certificate = Some(vec![1]);
+    req.items = vec![central];
+    assert!(matches!(req.sign(&w.device), Err(ProvisionError::Invalid { .. })));
 }

@@ -51,6 +51,7 @@ impl Central {
                             .unwrap();
                     (vec![leaf, self.ca_cert.clone()], None)
                 }
+                KeyOrigin::SelfSigned => (vec![item.certificate.clone().unwrap()], None),
                 KeyOrigin::Central => {
                     let made = self
                         .client

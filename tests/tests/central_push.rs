@@ -183,3 +183,220 @@ async fn sealed_keys_for_another_vault_garbage_and_mismatches_are_refused() {
     assert_eq!(fx.server.current_certificate(), Some(fx.server.certificate.clone()), "nothing changed");
     let _ = admin.close().await;
 }
+
+// ---- `certvault-central push`: the central renews a running server and pushes its CRL.
+
+mod central {
+    use super::*;
+    use base64::Engine as _;
+    use certvault_central::push::{self, Issuance, KeySource, PushRequest, PushTarget};
+    use certvault_central::registry::{self, Entitlement, RevocationReason};
+    use certvault_central::{issuer::Subject, Central, Db};
+    use certvault_opcua::pki::PkiStore;
+
+    const SERVER_DEVICE: &str = "CV-MACHINE-A";
+    const CA: &str = "plant";
+    const CENTRAL_URI: &str = "urn:certvault:test:central";
+
+    pub(super) struct CentralFixture {
+        pub fx: Fixture,
+        pub central: Central,
+        pub target: PushTarget,
+        pub ca_cert: Vec<u8>,
+        _dir: tempfile::TempDir,
+    }
+
+    pub(super) async fn start() -> CentralFixture {
+        let fx = Fixture::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path().join("central.sqlite").to_str().expect("utf-8")).await.expect("database");
+        let central = Central::new(db);
+        fx.central_vault.generate_rsa("plant-ca", 2048);
+        let info = central
+            .create_ca(CA, &fx.central_vault.key_uri("plant-ca"), "certvault plant CA", 3650)
+            .await
+            .expect("CA in the central's vault");
+        let ca_cert = base64::engine::general_purpose::STANDARD.decode(info.certificate).expect("CA certificate");
+        registry::add_device_type(central.db(), "opcua-server", "").await.expect("device type");
+        registry::add_device_type(central.db(), "opcua-client", "").await.expect("device type");
+        let transport = base64::engine::general_purpose::STANDARD.encode(fx.transport());
+        registry::entitle(
+            central.db(),
+            &Entitlement {
+                serial: SERVER_DEVICE.into(),
+                device_type: "opcua-server".into(),
+                device_public_key: None,
+                transport_public_key: Some(transport),
+            },
+        )
+        .await
+        .expect("entitle the server's dongle");
+        // The central's OPC UA client: key in the central's vault; the server trusts it, the central's trust store
+        // trusts the server's current certificate and the central's own CA (for the certificates it pushes).
+        let client = identity(fx.central_vault.generate_rsa("central-client", 2048), "central", CENTRAL_URI);
+        fx.server.pki.trust(client.certificate()).expect("the server trusts the central");
+        let pki = Arc::new(PkiStore::create_or_open(dir.path().join("pki")).expect("central pki"));
+        pki.trust(&fx.server.certificate).expect("trust the server");
+        pki.trust(&ca_cert).expect("trust the central's CA");
+        let target = PushTarget {
+            endpoint_url: fx.server.endpoint_url().to_owned(),
+            client,
+            client_application_uri: CENTRAL_URI.into(),
+            pki,
+            user: UserIdentity::user_name(ADMIN, ADMIN_PASSWORD),
+            timeout: Duration::from_secs(20),
+        };
+        CentralFixture { fx, central, target, ca_cert, _dir: dir }
+    }
+
+    pub(super) fn request(key: KeySource, trust_list: bool) -> PushRequest {
+        PushRequest { device: SERVER_DEVICE.into(), ca: CA.into(), validity_days: 30, key, trust_list }
+    }
+
+    pub(super) async fn entitle_client(cf: &CentralFixture, serial: &str) {
+        registry::entitle(
+            cf.central.db(),
+            &Entitlement { serial: serial.to_owned(), device_type: "opcua-client".into(), ..Default::default() },
+        )
+        .await
+        .expect("entitle a client dongle");
+    }
+
+    /// A client certificate issued and recorded by the central for `key`.
+    pub(super) async fn client_certificate(
+        cf: &CentralFixture,
+        device: &str,
+        key: &SharedKey,
+        uri: &str,
+    ) -> (Vec<u8>, String) {
+        let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let recorded = push::issue_recorded(
+            &cf.central,
+            &Issuance {
+                device,
+                ca: CA,
+                subject: Subject::PublicKey(&key.info().spki_der),
+                common_name: "line client",
+                application_uri: uri,
+                host_names: &hosts,
+                validity_days: 30,
+            },
+            None,
+        )
+        .await
+        .expect("issue a client certificate");
+        (recorded.chain[0].clone(), recorded.serial_number)
+    }
+
+    pub(super) async fn revoke(cf: &CentralFixture, serial: &str) {
+        cf.central.revoke(serial, RevocationReason::KeyCompromise).await.expect("revoke");
+    }
+
+    pub(super) async fn certificates(cf: &CentralFixture) -> Vec<String> {
+        registry::certificates(cf.central.db(), Some(SERVER_DEVICE))
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| c.serial_number)
+            .collect()
+    }
+}
+
+fn issuer_is(cert: &[u8], ca_cert: &[u8]) -> bool {
+    let leaf = Cert::from_der(cert).expect("leaf");
+    let ca = Cert::from_der(ca_cert).expect("ca");
+    certvault_opcua::pki::check_chain_signatures(&[leaf, ca]).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_push_rotates_the_server_certificate_while_a_session_stays_connected() {
+    let cf = central::start().await;
+    let fx = &cf.fx;
+    let old_certificate = fx.server.certificate.clone();
+    let watcher = fx.connect(old_certificate.clone()).await.expect("a session opened before the push");
+    let counter = fx.server.nodes.counter.clone();
+    watcher.read_value(&counter).await.expect("reads before");
+
+    // The server makes the key in its own vault (CreateSigningRequest), the central's CA issues it.
+    let report = certvault_central::push::push(
+        &cf.central,
+        &cf.target,
+        &central::request(certvault_central::push::KeySource::Server, false),
+    )
+    .await
+    .expect("push with the key made by the server");
+    assert_eq!(report.key_made_by, "server");
+    assert_eq!(report.policy, "Aes256_Sha256_RsaPss", "the strongest policy both sides have");
+    assert!(issuer_is(&report.certificate, &cf.ca_cert), "the new certificate's issuer is the central's CA");
+    assert_eq!(fx.server.current_certificate(), Some(report.certificate.clone()));
+    assert!(central::certificates(&cf).await.contains(&report.serial_number), "recorded and listed by the central");
+    watcher.read_value(&counter).await.expect("the session opened before keeps reading");
+    let fresh = fx.connect(report.certificate.clone()).await.expect("a new connection sees the new certificate");
+    fresh.read_value(&counter).await.expect("reads");
+
+    // Again, with the key made by the central and sealed to the server's vault; CA and CRL into the trust list.
+    let second = certvault_central::push::push(
+        &cf.central,
+        &cf.target,
+        &central::request(
+            certvault_central::push::KeySource::Central { maker: Arc::new(fx.central_vault.client()), transport: None },
+            true,
+        ),
+    )
+    .await
+    .expect("push with the key made by the central");
+    assert_eq!(second.key_made_by, "central");
+    assert_ne!(second.serial_number, report.serial_number);
+    let served = Cert::from_der(&fx.server.current_certificate().expect("current")).expect("cert");
+    assert_eq!(served.der(), second.certificate.as_slice());
+    let keys = fx.server_vault.client().list().expect("list");
+    assert!(
+        keys.iter().any(|k| k.spki_der == served.spki() && !k.made_inside),
+        "the central's key is in the server's vault"
+    );
+    watcher.read_value(&counter).await.expect("the first session still reads");
+    fresh.read_value(&counter).await.expect("the second session still reads");
+    let third = fx.connect(second.certificate.clone()).await.expect("a new connection to the central-made key");
+    third.read_value(&counter).await.expect("reads");
+    let trust = third.read_trust_list(None).await.expect("trust list");
+    let trusted: Vec<Vec<u8>> =
+        trust.trusted_certificates.unwrap_or_default().into_iter().filter_map(|b| b.value).collect();
+    assert!(trusted.contains(&cf.ca_cert), "the CA is in the server's trust list");
+    assert_eq!(trust.trusted_crls.unwrap_or_default().len(), 1, "and its CRL");
+    for s in [watcher, fresh, third] {
+        let _ = s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_after_the_central_pushes_its_crl() {
+    let cf = central::start().await;
+    let fx = &cf.fx;
+    central::entitle_client(&cf, "CV-CLIENT-REVOKED").await;
+    central::entitle_client(&cf, "CV-CLIENT-GOOD").await;
+    let revoked_key = fx.central_vault.generate_rsa("revoked-client", 2048);
+    let good_key = fx.central_vault.generate_rsa("good-client", 2048);
+    let (revoked_cert, revoked_serial) =
+        central::client_certificate(&cf, "CV-CLIENT-REVOKED", &revoked_key, "urn:certvault:test:revoked").await;
+    let (good_cert, _) = central::client_certificate(&cf, "CV-CLIENT-GOOD", &good_key, "urn:certvault:test:good").await;
+    // The CA and its (empty) CRL go to the server: both clients get in.
+    certvault_central::push::push_trust_list(&cf.central, &cf.target, "plant").await.expect("push the CA and CRL");
+    let connect = |key: &SharedKey, cert: &[u8], uri: &str| {
+        let mut options = fx.options(fx.server.certificate.clone());
+        options.channel.identity = Some(LocalIdentity::new(key.clone(), cert.to_vec()).expect("identity"));
+        options.channel.application_uri = Some(uri.into());
+        options.application_uri = Some(uri.into());
+        Session::connect(fx.server.endpoint_url(), options)
+    };
+    let before = connect(&revoked_key, &revoked_cert, "urn:certvault:test:revoked").await.expect("not yet revoked");
+    let _ = before.close().await;
+
+    central::revoke(&cf, &revoked_serial).await;
+    certvault_central::push::push_trust_list(&cf.central, &cf.target, "plant").await.expect("push the new CRL");
+    let refused = connect(&revoked_key, &revoked_cert, "urn:certvault:test:revoked").await;
+    let Err(e) = refused else { panic!("the revoked client was let in") };
+    assert_eq!(status(e), StatusCode::BadCertificateRevoked, "the server names the reason");
+    let good = connect(&good_key, &good_cert, "urn:certvault:test:good").await.expect("a client not revoked connects");
+    good.read_value(&fx.server.nodes.counter).await.expect("and reads");
+    let _ = good.close().await;
+}

@@ -24,6 +24,9 @@ const CLIENT_URI: &str = "urn:certvault:test:push-client";
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "s3cret-admin";
 
+/// The server's key, the vault it lives in, and that vault's sealed key importer.
+type ServerVault = (SharedKey, Arc<dyn KeyStore>, Arc<dyn SealedKeyImporter>);
+
 struct Fixture {
     server: MachineServer,
     client: LocalIdentity,
@@ -35,13 +38,23 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_with(None).await
+    }
+
+    /// The server's key, vault and importer: vaultd by default, or a PKCS#11 token.
+    async fn start_with(token: Option<ServerVault>) -> Fixture {
         init_tracing();
         let server_vault = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
         let central_vault = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
         server_vault.client().device_init().expect("the server vault gets its transport key");
-        let store: Arc<dyn KeyStore> = Arc::new(server_vault.client());
-        let importer: Arc<dyn SealedKeyImporter> = Arc::new(server_vault.client());
-        let key = server_vault.generate_rsa("machine-server", 2048);
+        let (key, store, importer) = match token {
+            Some(t) => t,
+            None => {
+                let store: Arc<dyn KeyStore> = Arc::new(server_vault.client());
+                let importer: Arc<dyn SealedKeyImporter> = Arc::new(server_vault.client());
+                (server_vault.generate_rsa("machine-server", 2048), store, importer)
+            }
+        };
         let server = MachineServer::start_with_key(&server_vault, key, 64, |builder| {
             let mut users = UserDatabase::empty();
             users.add_hashed(ADMIN.into(), cheap_hash(ADMIN_PASSWORD), UserRole::Administrator).expect("admin");
@@ -182,6 +195,75 @@ async fn sealed_keys_for_another_vault_garbage_and_mismatches_are_refused() {
     admin.apply_changes().await.expect("ApplyChanges with nothing staged");
     assert_eq!(fx.server.current_certificate(), Some(fx.server.certificate.clone()), "nothing changed");
     let _ = admin.close().await;
+}
+
+struct TokenDir(std::path::PathBuf);
+
+impl Drop for TokenDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server's key on a PKCS#11 token (SoftHSM2): the sealed key is unwrapped into the token with C_UnwrapKey.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_key_is_unwrapped_into_a_pkcs11_token() {
+    use certvault::pkcs11::{softhsm, Pkcs11Token};
+    use certvault::provision::Recipient;
+    use certvault::KeySelector;
+    if !softhsm::available() {
+        assert!(std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(), "CERTVAULT_REQUIRE_SOFTHSM: no SoftHSM2");
+        eprintln!("SKIPPED: SoftHSM2 is not installed");
+        return;
+    }
+    // The only PKCS#11 user of this test binary: SOFTHSM2_CONF is read when the module first loads.
+    let dir = TokenDir(tempfile::Builder::new().prefix("softhsm-push-").tempdir().expect("tempdir").keep());
+    let conf = softhsm::write_config(&dir.0).expect("softhsm2.conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    softhsm::init_token(&conf, "push", "123456", "12345678").expect("init token");
+    let token =
+        Arc::new(Pkcs11Token::open(std::path::Path::new(softhsm::MODULE), "push", Some(b"123456")).expect("token"));
+    let device = token.device_init().expect("transport key on the token");
+    let transport = device.transport_key.expect("transport key").spki_der;
+    let (_, oaep) = token.begin_request().expect("the token's OAEP hash");
+    token.generate("machine-server", KeyAlgorithm::Rsa { bits: 2048 }, Default::default()).expect("key");
+    let key: SharedKey = token.open_key(&KeySelector::Label("machine-server".into())).expect("key handle");
+    let store: Arc<dyn KeyStore> = token.clone();
+    let importer: Arc<dyn SealedKeyImporter> = token.clone();
+    let fx = Fixture::start_with(Some((key, store, importer))).await;
+    let admin = fx.connect(fx.server.certificate.clone()).await.expect("admin session");
+    let maker = fx.central_vault.client();
+    let recipient = Recipient { spki: transport, oaep };
+    let ca = fx.ca();
+    let before = token.list().expect("list").len();
+
+    // A key that is not the certificate's: refused, nothing left on the token.
+    let made =
+        maker.generate_sealed_to(KeyAlgorithm::Rsa { bits: 2048 }, std::slice::from_ref(&recipient)).expect("sealed");
+    let other =
+        maker.generate_sealed_to(KeyAlgorithm::Rsa { bits: 2048 }, std::slice::from_ref(&recipient)).expect("sealed");
+    let certificate = issue(&ca, &made.spki);
+    let e = admin
+        .update_certificate_with_key(&certificate, std::slice::from_ref(&ca.1), SEALED_KEY_FORMAT, &other.sealed[0])
+        .await
+        .expect_err("a key that is not the certificate's");
+    assert_eq!(status(e), StatusCode::BadSecurityChecksFailed);
+    assert_eq!(token.list().expect("list").len(), before, "the refused key was destroyed");
+
+    admin
+        .update_certificate_with_key(&certificate, std::slice::from_ref(&ca.1), SEALED_KEY_FORMAT, &made.sealed[0])
+        .await
+        .expect("UpdateCertificate with a key sealed to the token");
+    admin.apply_changes().await.expect("ApplyChanges");
+    let keys = token.list().expect("list");
+    let imported = keys.iter().find(|k| k.spki_der == made.spki).expect("the key is on the token");
+    assert!(imported.non_exportable, "unwrapped as a non-extractable token key");
+    admin.read_value(&fx.server.nodes.counter).await.expect("the session opened before reads on");
+    let fresh = fx.connect(certificate.clone()).await.expect("a new channel to the token's new key");
+    fresh.read_value(&fx.server.nodes.counter).await.expect("reads");
+    for s in [admin, fresh] {
+        let _ = s.close().await;
+    }
 }
 
 // ---- `certvault-central push`: the central renews a running server and pushes its CRL.

@@ -40,7 +40,13 @@ impl Pkcs11Token {
                 chain: vec![certificate.to_vec()],
                 sealed_key: Some(sealed.to_vec()),
             };
-            let (_private, _public, info) = unwrap_into_token(t, s, transport, &parts, &item)?;
+            let (_private, _public, info) = unwrap_into_token(t, s, transport, &parts, &item).map_err(|e| match e {
+                // The unwrap or the pair check failed: the content is not the certificate's key for this token.
+                VaultError::InvalidInput(m) => VaultError::InvalidInput(format!(
+                    "the sealed key does not belong to the certificate it came with, or does not unwrap: {m}"
+                )),
+                other => other,
+            })?;
             Ok(info)
         })
         .inspect(|_| tracing::info!(label, "sealed key unwrapped into the token"))

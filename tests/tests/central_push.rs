@@ -482,3 +482,115 @@ async fn a_revoked_client_certificate_is_refused_after_the_central_pushes_its_cr
     good.read_value(&fx.server.nodes.counter).await.expect("and reads");
     let _ = good.close().await;
 }
+
+/// machine-a's configuration switch `[push] sealed_keys = true`: the central pushes a key it made, sealed to the
+/// server vault's transport key; the certificate file is rewritten, and a restart from the unchanged file serves
+/// the new certificate with the imported key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_keys_from_the_configuration_file_survive_a_restart() {
+    use base64::Engine as _;
+    use certvault_central::push::{KeySource, PushRequest, PushTarget};
+    use certvault_central::registry::{self, Entitlement};
+    use certvault_central::{Central, Db};
+    use certvault_opcua::pki::PkiStore;
+    init_tracing();
+    let server_vault = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let central_vault = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let transport = server_vault.client().device_init().expect("init").transport_key.expect("transport").spki_der;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = server_vault.generate_rsa("machine-a", 2048);
+    let certificate = certvault_tests::self_signed(&key, "machine-a", MACHINE_URI);
+    std::fs::write(dir.path().join("machine-a.der"), &certificate).expect("certificate file");
+    let users = format!(
+        "[[user]]\nname = \"{ADMIN}\"\npassword = \"{}\"\nrole = \"administrator\"\n",
+        cheap_hash(ADMIN_PASSWORD)
+    );
+    std::fs::write(dir.path().join("users.toml"), users).expect("users file");
+    let config = format!(
+        r#"
+[server]
+endpoint_url = "opc.tcp://127.0.0.1:0/"
+application_uri = "{MACHINE_URI}"
+
+[identity]
+key = "{}"
+certificate = "machine-a.der"
+
+[security]
+policies = ["Basic256Sha256", "Aes256_Sha256_RsaPss"]
+modes = ["SignAndEncrypt"]
+pki = "pki"
+
+[users]
+anonymous = false
+file = "users.toml"
+
+[push]
+enabled = true
+sealed_keys = true
+"#,
+        server_vault.key_uri("machine-a")
+    );
+    let path = dir.path().join("machine-a.toml");
+    std::fs::write(&path, config).expect("config");
+    let load = || {
+        let path = path.clone();
+        async move {
+            let config = certvault_opcua::server::config::ConfigFile::load(&path).expect("config parses");
+            tokio::task::spawn_blocking(move || config.builder()).await.expect("join").expect("builder")
+        }
+    };
+    let server = load().await.start().await.expect("machine-a starts with push and sealed keys");
+
+    let db = Db::open(dir.path().join("central.sqlite").to_str().expect("utf-8")).await.expect("db");
+    let central = Central::new(db);
+    central_vault.generate_rsa("plant-ca", 2048);
+    let ca = central.create_ca("plant", &central_vault.key_uri("plant-ca"), "plant CA", 365).await.expect("CA");
+    let ca_cert = base64::engine::general_purpose::STANDARD.decode(ca.certificate).expect("b64");
+    registry::add_device_type(central.db(), "opcua-server", "").await.expect("type");
+    registry::entitle(
+        central.db(),
+        &Entitlement { serial: "CV-A".into(), device_type: "opcua-server".into(), ..Default::default() },
+    )
+    .await
+    .expect("entitle");
+    let client = identity(central_vault.generate_rsa("central-client", 2048), "central", CLIENT_URI);
+    PkiStore::create_or_open(dir.path().join("pki")).expect("server pki").trust(client.certificate()).expect("trust");
+    let central_pki = Arc::new(PkiStore::create_or_open(dir.path().join("central-pki")).expect("central pki"));
+    central_pki.trust(&certificate).expect("trust the server");
+    central_pki.trust(&ca_cert).expect("trust the CA");
+    let target = PushTarget {
+        endpoint_url: server.endpoint_url().to_owned(),
+        client,
+        client_application_uri: CLIENT_URI.into(),
+        pki: central_pki,
+        user: UserIdentity::user_name(ADMIN, ADMIN_PASSWORD),
+        timeout: Duration::from_secs(20),
+    };
+    let request = PushRequest {
+        device: "CV-A".into(),
+        ca: "plant".into(),
+        validity_days: 30,
+        key: KeySource::Central {
+            maker: Arc::new(central_vault.client()),
+            transport: Some(certvault::provision::Recipient::new(transport)),
+        },
+        trust_list: false,
+    };
+    let report = certvault_central::push::push(&central, &target, &request).await.expect("push a sealed key");
+    assert_eq!(report.key_made_by, "central");
+    let file = std::fs::read(dir.path().join("machine-a.der")).expect("certificate file");
+    assert!(file.starts_with(&report.certificate), "the certificate file holds the new chain");
+    server.shutdown().await;
+
+    let restarted = load().await.start().await.expect("machine-a restarts with the pushed certificate");
+    assert_eq!(restarted.current_certificate(), Some(report.certificate.clone()), "served after a restart");
+    let imported = server_vault.client().list().expect("list");
+    let served = Cert::from_der(&report.certificate).expect("cert");
+    assert!(imported.iter().any(|k| k.spki_der == served.spki() && k.label.starts_with("machine-a.gds-")));
+    let mut target = target;
+    target.endpoint_url = restarted.endpoint_url().to_owned();
+    let session = certvault_central::push::connect(&target).await.expect("the central connects to the new key");
+    let _ = session.close().await;
+    restarted.shutdown().await;
+}

@@ -23,6 +23,8 @@ use opcua_types::StatusCode;
 const CLIENT_URI: &str = "urn:certvault:test:push-client";
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "s3cret-admin";
+/// Common name of an X.509 administrator (its key in the central's vault).
+const X509_ADMIN: &str = "central gds admin";
 
 /// The server's key, the vault it lives in, and that vault's sealed key importer.
 type ServerVault = (SharedKey, Arc<dyn KeyStore>, Arc<dyn SealedKeyImporter>);
@@ -58,6 +60,7 @@ impl Fixture {
         let server = MachineServer::start_with_key(&server_vault, key, 64, |builder| {
             let mut users = UserDatabase::empty();
             users.add_hashed(ADMIN.into(), cheap_hash(ADMIN_PASSWORD), UserRole::Administrator).expect("admin");
+            users.map_certificate_common_name(X509_ADMIN, UserRole::Administrator);
             let mut push = PushConfig::new(store);
             push.sealed_key_importer = Some(importer);
             builder.users(users).push(push)
@@ -416,10 +419,16 @@ async fn central_push_rotates_the_server_certificate_while_a_session_stays_conne
     let fresh = fx.connect(report.certificate.clone()).await.expect("a new connection sees the new certificate");
     fresh.read_value(&counter).await.expect("reads");
 
-    // Again, with the key made by the central and sealed to the server's vault; CA and CRL into the trust list.
+    // Again, with the key made by the central and sealed to the server's vault; CA and CRL into the trust list; the
+    // administrator is an X.509 user this time, its key in the central's vault.
+    let admin_key = fx.central_vault.generate_rsa("gds-admin-user", 2048);
+    let admin_cert = certvault_tests::self_signed(&admin_key, X509_ADMIN, "urn:certvault:test:gds-admin-user");
+    fx.server.user_pki.trust(&admin_cert).expect("the server trusts the X.509 administrator");
+    let mut x509_target = cf.target.clone();
+    x509_target.user = UserIdentity::x509(admin_cert, admin_key);
     let second = certvault_central::push::push(
         &cf.central,
-        &cf.target,
+        &x509_target,
         &central::request(
             certvault_central::push::KeySource::Central { maker: Arc::new(fx.central_vault.client()), transport: None },
             true,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod issuer;
 pub mod keymaker;
 pub mod processing;
+pub mod push;
 pub mod registry;
 pub mod service;
 

@@ -75,7 +75,7 @@ fn main() {
 /// Our server with its key in its own vaultd; prints `READY <url> <cert base64> <cpus>` and serves until stdin closes.
 fn server_main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let key = vaultd.generate_rsa("opcua-server", 2048);
     let cert = certvault_tests::self_signed(&key, "chbench server", SERVER_URI);
     let server = rt
@@ -212,7 +212,7 @@ fn client_main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
 
     // Client identities: one key in the clients' own vaultd (this process's CPU), one in software.
-    let client_vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let client_vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let vault_identity = identity(client_vaultd.generate_rsa("opcua-client", 2048), "chbench client", CLIENT_URI);
     let soft_identity = identity(soft_key(2048, "chbench-client"), "chbench client", CLIENT_URI);
     let peer = Peer::new(&server);

@@ -221,7 +221,7 @@ fn token_rates(key: &dyn certvault::VaultKey, budget: Duration) -> Result<(f64, 
 /// Both servers; prints `READY <ours> <peer> <cpus>` and serves until stdin closes.
 fn server_main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let (key, rates) = server_key(&vaultd)?;
     let ours = rt.block_on(MachineServer::start_with_key(&vaultd, key, BLOB, |b| b.accept_any_certificate()));
     let peer = rt.block_on(PeerServer::start())?;
@@ -933,7 +933,7 @@ fn client_main() -> Result<()> {
     let cpu_before = CpuSnapshot::take();
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let client_vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let client_vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let our_identity = identity(client_vaultd.generate_rsa("opcua-client", 2048), "sessbench client", OUR_CLIENT_URI);
 
     let main = {

@@ -81,7 +81,7 @@ pub struct Vaultd {
 }
 
 impl Vaultd {
-    /// Makes a container and starts `exe` on it (integration tests pass `env!("CARGO_BIN_EXE_vaultd")`, the daemon
+    /// Makes a container and starts `exe` on it (integration tests pass `env!("CARGO_BIN_EXE_tests-vaultd")`, the daemon
     /// built by this package; `CERTVAULT_VAULTD` overrides it, e.g. with certvault's own `vaultd`).
     pub fn start(exe: &str) -> Vaultd {
         let exe = std::env::var("CERTVAULT_VAULTD").unwrap_or_else(|_| exe.to_owned());

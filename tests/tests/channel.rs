@@ -34,7 +34,7 @@ async fn server_with_vault_key(vaultd: &Vaultd, min_lifetime_ms: u32, pki: Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_endpoints_and_find_servers_over_every_policy_and_mode_with_the_server_key_in_vaultd() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let client_identity = identity(soft_key(2048, "client"), "client", CLIENT_URI);
     // Trust both ways through PKI stores, as an operator sets it up: each side's certificate in the other's trusted/.
     let dirs = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
@@ -82,7 +82,7 @@ async fn get_endpoints_and_find_servers_over_every_policy_and_mode_with_the_serv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_renews_at_75_percent_of_a_short_token_lifetime() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let server = server_with_vault_key(&vaultd, 1_000, None).await;
     let server_cert = server.endpoints()[0].server_certificate.as_ref().to_vec();
     // Both keys in the vault this time.

@@ -48,7 +48,7 @@ impl Fixture {
     /// The server's key and its vault: a vaultd key by default, or `(key, store)` (a PKCS#11 token).
     async fn start_with(key: Option<(SharedKey, Arc<dyn KeyStore>)>) -> Fixture {
         init_tracing();
-        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
         let (key, store) = match key {
             Some(pair) => pair,
             None => {
@@ -431,7 +431,7 @@ async fn trust_list_decides_which_clients_get_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_from_the_configuration_file_survives_a_restart() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let dir = tempfile::tempdir().expect("tempdir");
     let key = vaultd.generate_rsa("machine-a", 2048);
     let certificate = self_signed(&key, "machine-a", MACHINE_URI);

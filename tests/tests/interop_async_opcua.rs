@@ -44,7 +44,7 @@ impl Connector for SecuredEndpoint {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_opcua_client_against_our_server_interop() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let key = vaultd.generate_rsa("opcua-server", 2048);
     let cert = certvault_tests::self_signed(&key, "server", OUR_SERVER_URI);
     let pki = PeerPki::new("async-opcua client", PEER_CLIENT_URI);
@@ -115,7 +115,7 @@ async fn our_client_against_async_opcua_server_interop() {
     let url = format!("opc.tcp://127.0.0.1:{port}/");
 
     // Our client's key in a real vaultd as well.
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let client_identity = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
 
     let mut matrix = Matrix::default();

@@ -133,7 +133,7 @@ async fn exercise(session: &Session, server: &MachineServer, operator: bool, see
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_opcua_client_sessions_against_our_server_interop() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     // async-opcua reads its user key from a file: this user is the peer's, its certificate trusted by our server.
     let user = PeerPki::new(CERT_USER, "urn:async-opcua:interop:user");
     let user_dir = tempfile::tempdir().expect("tempdir");

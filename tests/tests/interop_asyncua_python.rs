@@ -70,7 +70,7 @@ async fn python_asyncua_client_against_our_server_interop() {
     let peer_der = std::fs::read(&client_cert).expect("peer certificate");
     store.trust(&peer_der).expect("trust the peer");
 
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let key = vaultd.generate_rsa("opcua-server", 2048);
     let cert = certvault_tests::self_signed(&key, "server", OUR_SERVER_URI);
     let server = ServerBuilder::new("opc.tcp://127.0.0.1:0/")

@@ -151,7 +151,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let pki = PeerPki::new("async-opcua server", PEER_SERVER_URI);
-        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
         let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
         let user_key = vaultd.generate_rsa("opcua-user", 2048);
         let user_certificate = self_signed(&user_key, "x509-user", "urn:certvault:test:user");

@@ -226,7 +226,7 @@ async fn python_client_sessions_against_our_server_interop() {
     let app = peer_gen(&python, &["gen-cert", "--out", &out, "--app-uri", PEER_CLIENT_URI, "--name", "client"]).await;
     let user = peer_gen(&python, &["gen-user-cert", "--out", &out, "--name", PEER_CERT_USER]).await;
 
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let server = MachineServer::start(&vaultd, 1024, |b| b).await;
     server.pki.trust(&std::fs::read(&app.cert).expect("peer certificate")).expect("trust the peer");
     server.user_pki.trust(&std::fs::read(&user.cert).expect("user certificate")).expect("trust the peer's user");
@@ -464,7 +464,7 @@ async fn our_client_sessions_against_python_server_interop() {
     init_tracing();
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
     let user_key = vaultd.generate_rsa("opcua-user", 2048);
     let user_certificate = self_signed(&user_key, "x509-user", "urn:certvault:test:user");

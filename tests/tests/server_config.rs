@@ -11,7 +11,7 @@ use opcua_types::{StatusCode, VariableId, Variant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_runs_from_its_configuration_file() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let key = vaultd.generate_rsa("machine-a", 2048);
     let cert = self_signed(&key, "machine-a", "urn:test:machine-a");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -84,7 +84,7 @@ file = "users.toml"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsecured_channel_serves_discovery_only() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let server = certvault_tests::machine::MachineServer::start(&vaultd, 16, |b| {
         let mut config = b.config().clone();
         config.endpoints.retain(|(p, _)| !p.is_none());

@@ -56,7 +56,7 @@ struct Fixture {
 impl Fixture {
     async fn start(customize: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Fixture {
         init_tracing();
-        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
         let server = MachineServer::start(&vaultd, BLOB, customize).await;
         let key = vaultd.generate_rsa("negative-client", 2048);
         let cert = self_signed(&key, "negative client", CLIENT_URI);

@@ -47,7 +47,7 @@ impl Fixture {
     async fn start(
         customize: impl FnOnce(certvault_opcua::server::ServerBuilder) -> certvault_opcua::server::ServerBuilder,
     ) -> Fixture {
-        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+        let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
         let server = MachineServer::start(&vaultd, 1024, customize).await;
         let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
         server.pki.trust(app.certificate()).expect("trust our client");
@@ -397,7 +397,7 @@ async fn sessions_transfer_subscriptions_after_the_channel_died() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_read_a_one_megabyte_value() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let server = MachineServer::start(&vaultd, 1 << 20, |b| b).await;
     let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
     server.pki.trust(app.certificate()).expect("trust our client");

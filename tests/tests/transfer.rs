@@ -21,7 +21,7 @@ async fn session(server: &MachineServer, client: &LocalIdentity, uri: &str, user
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_need_the_same_user_or_the_same_anonymous_client() {
     init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_vaultd"));
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let server = MachineServer::start(&vaultd, 16, |b| b).await;
     let app_a = identity(soft_key(2048, "a"), "client-a", "urn:test:client-a");
     let app_b = identity(soft_key(2048, "b"), "client-b", "urn:test:client-b");

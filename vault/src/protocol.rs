@@ -212,6 +212,20 @@ pub enum Op {
         #[serde(default)]
         oaep: crate::provision::OaepHash,
     },
+    /// Opens a private key sealed to this container's transport key (`certvault:transport`) inside the daemon and
+    /// stores it under `label`, non-exportable (GDS UpdateCertificate with a "CertVaultSealed" key). Answers the
+    /// new key's public facts.
+    ImportSealed {
+        /// Serial.
+        container: Option<String>,
+        /// Label of the new key (not reserved, unique).
+        label: String,
+        /// The sealed key (DER CMS EnvelopedData, see `docs/provisioning.md`).
+        sealed: ByteBuf,
+        /// The certificate (DER) the key must belong to; a key that does not match it is refused and not stored.
+        #[serde(default)]
+        certificate: Option<ByteBuf>,
+    },
 }
 
 /// Answer to `DeviceInit` and `DeviceInfo`.

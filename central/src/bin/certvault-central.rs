@@ -72,6 +72,70 @@ enum Command {
         /// The receipt file.
         receipt: PathBuf,
     },
+    /// GDS push to a running OPC UA server: renew its certificate (key made in the server's vault, or with
+    /// `--central-key` in the central's, sealed to the server's vault), and/or write the CA and its current CRL into
+    /// its trust list. See `docs/central.md`, push section.
+    Push(Box<PushArgs>),
+}
+
+/// Arguments of `push`.
+#[derive(clap::Args, Debug)]
+struct PushArgs {
+    /// The server's endpoint URL (`opc.tcp://host:port/`).
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The server's device: the serial of the dongle that holds its key (registered and entitled here).
+    #[arg(long, value_name = "SERIAL")]
+    device: String,
+    /// The central's CA that issues the certificate and whose CRL goes into the trust list.
+    #[arg(long, value_name = "NAME")]
+    ca: String,
+    /// Validity of the new certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// The central's OPC UA client key (`vaultd:` or `pkcs11:` URI).
+    #[arg(long, value_name = "URI")]
+    client_key: String,
+    /// The central's OPC UA client certificate (DER or PEM) for that key.
+    #[arg(long, value_name = "FILE")]
+    client_cert: PathBuf,
+    /// The central's trust store (OPC UA Part 12 layout): it must trust the server's certificate or its CA.
+    #[arg(long, value_name = "DIR")]
+    pki: PathBuf,
+    /// Administrator user name on the server (with `--password-file`).
+    #[arg(long, value_name = "NAME", conflicts_with = "user_cert")]
+    user: Option<String>,
+    /// File holding the administrator's password (first line).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Administrator X.509 user certificate (DER or PEM), with `--user-key`.
+    #[arg(long, value_name = "FILE", requires = "user_key")]
+    user_cert: Option<PathBuf>,
+    /// The X.509 user's key (`vaultd:` or `pkcs11:` URI).
+    #[arg(long, value_name = "URI", requires = "user_cert")]
+    user_key: Option<String>,
+    /// The central makes the key (in the vault `--key-maker` names) and sends it sealed to the server's vault,
+    /// instead of CreateSigningRequest with a key made by the server.
+    #[arg(long, requires = "key_maker")]
+    central_key: bool,
+    /// The central's key maker: a `vaultd:` URI (its socket, container serial and PIN; the object is ignored).
+    #[arg(long, value_name = "URI")]
+    key_maker: Option<String>,
+    /// The server vault's transport key (SPKI, PEM or DER); default: the one the device registered.
+    #[arg(long, value_name = "FILE")]
+    transport_key: Option<PathBuf>,
+    /// The OAEP hash the server vault unwraps with (`sha256`, or `sha1` for SoftHSM2 tokens).
+    #[arg(long, default_value = "sha256")]
+    transport_oaep: String,
+    /// Also write the CA certificate and its current CRL into the server's trust list.
+    #[arg(long)]
+    trust_list: bool,
+    /// Only write the CA certificate and its current CRL into the server's trust list (after a revocation).
+    #[arg(long, conflicts_with = "central_key")]
+    trust_list_only: bool,
+    /// Seconds allowed for connecting and for each call.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -399,7 +463,96 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let body = std::fs::read(&receipt).with_context(|| format!("reading {}", receipt.display()))?;
             print_json(&central.receipt_file(&body).await?)?
         }
+        Command::Push(args) => push(&central, *args).await?,
     }
     db.close().await;
     Ok(())
+}
+
+/// Reads a certificate file, DER or PEM.
+fn read_certificate(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if pem.label != "CERTIFICATE" {
+            bail!("{}: expected a CERTIFICATE, found {}", path.display(), pem.label);
+        }
+        return Ok(pem.contents);
+    }
+    Ok(bytes)
+}
+
+/// `push`: kept apart from the other commands; the work is in `certvault_central::push`.
+async fn push(central: &certvault_central::Central, args: PushArgs) -> anyhow::Result<()> {
+    use certvault_central::push::{self, KeySource, PushRequest, PushTarget};
+    use certvault_opcua::client::UserIdentity;
+    let open_key = |uri: &str| -> anyhow::Result<certvault::SharedKey> {
+        let parsed: certvault::uri::KeyUri = uri.parse().with_context(|| format!("key URI {uri:?}"))?;
+        Ok(certvault::store::open_key(&parsed)?)
+    };
+    let client_cert = read_certificate(&args.client_cert)?;
+    let client_key = open_key(&args.client_key).context("the central's client key")?;
+    let client = certvault_opcua::channel::asymmetric::LocalIdentity::new(client_key, client_cert.clone())
+        .context("the client certificate is not for the client key")?;
+    let client_application_uri = certvault_opcua::pki::Cert::from_der(&client_cert)
+        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?
+        .uris()
+        .first()
+        .cloned()
+        .context("the client certificate names no ApplicationUri")?;
+    let pki = Arc::new(
+        certvault_opcua::pki::PkiStore::create_or_open(&args.pki)
+            .with_context(|| format!("trust store {}", args.pki.display()))?,
+    );
+    let user = match (&args.user, &args.password_file, &args.user_cert, &args.user_key) {
+        (Some(name), Some(file), None, None) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            UserIdentity::user_name(name.clone(), text.lines().next().unwrap_or_default().to_owned())
+        }
+        (None, None, Some(cert), Some(key)) => {
+            UserIdentity::x509(read_certificate(cert)?, open_key(key).context("the user key")?)
+        }
+        _ => bail!("name the administrator: --user with --password-file, or --user-cert with --user-key"),
+    };
+    let target = PushTarget {
+        endpoint_url: args.url.clone(),
+        client,
+        client_application_uri,
+        pki,
+        user,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    if args.trust_list_only {
+        push::push_trust_list(central, &target, &args.ca).await?;
+        println!("{}", serde_json::json!({ "trust_list": true, "ca": args.ca }));
+        return Ok(());
+    }
+    let key = if args.central_key {
+        let uri = args.key_maker.as_deref().context("--central-key needs --key-maker")?;
+        let Ok(certvault::uri::KeyUri::Vaultd(v)) = uri.parse::<certvault::uri::KeyUri>() else {
+            bail!("--key-maker must be a vaultd: URI");
+        };
+        let socket = v.socket.clone().unwrap_or_else(certvault::daemon::server::default_socket);
+        let maker = certvault::DaemonClient::connect(socket, v.serial.clone())?;
+        if let Some(pin) = &v.pin {
+            maker.login(&pin.read()?)?;
+        }
+        let oaep = match args.transport_oaep.as_str() {
+            "sha256" => certvault::provision::OaepHash::Sha256,
+            "sha1" => certvault::provision::OaepHash::Sha1,
+            other => bail!("--transport-oaep {other:?}: use sha256 or sha1"),
+        };
+        let transport = match &args.transport_key {
+            Some(file) => Some(certvault::provision::Recipient { spki: B64.decode(read_public_key(file)?)?, oaep }),
+            None => None,
+        };
+        KeySource::Central { maker: Arc::new(maker), transport }
+    } else {
+        KeySource::Server
+    };
+    let request =
+        PushRequest { device: args.device, ca: args.ca, validity_days: args.days, key, trust_list: args.trust_list };
+    let report = push::push(central, &target, &request).await?;
+    print_json(&report)
 }

@@ -34,6 +34,7 @@
 //! [push]                                # optional: GDS push (Part 12 §7.7), see `server::push`
 //! enabled = true                        # administrators (users file) over SignAndEncrypt renew the certificate
 //! max_trust_list_size = 1048576         # optional; bytes
+//! sealed_keys = false                   # optional; accept "CertVaultSealed" private keys, opened in the vault
 //! ```
 //! With push enabled, UpdateCertificate rewrites `[identity] certificate`, and at start a certificate that no
 //! longer fits the configured key is paired with the key's GDS successor in the same vault (label
@@ -203,6 +204,10 @@ pub struct PushSection {
     /// MaxTrustListSize in bytes (default 1 MiB).
     #[serde(default)]
     pub max_trust_list_size: Option<u32>,
+    /// Accept UpdateCertificate with a private key sealed to the vault's transport key ("CertVaultSealed", opened
+    /// inside the vault; the vault needs `certvault device init`). Default false: sealed keys are refused.
+    #[serde(default)]
+    pub sealed_keys: bool,
 }
 
 /// A policy by name (`Basic256Sha256`) or URI.
@@ -342,6 +347,9 @@ impl ConfigFile {
                 push.max_trust_list_size = n;
             }
             push.certificate_file = Some(cert_path);
+            if self.push.sealed_keys {
+                push.sealed_key_importer = Some(open_sealed_key_importer(&uri).map_err(vault_err)?);
+            }
             builder = builder.push(push);
         }
         Ok(builder.session_limits(sessions).subscription_limits(subscriptions).limits(limits))
@@ -357,6 +365,24 @@ fn redacted(uri: &certvault::uri::KeyUri) -> String {
 
 /// The vault that holds the key `uri` names, for making new keys and CSRs in it (GDS push).
 pub fn open_key_store(uri: &certvault::uri::KeyUri) -> Result<Arc<dyn certvault::KeyStore>, certvault::VaultError> {
+    use certvault::uri::KeyUri;
+    match uri {
+        KeyUri::Pkcs11(p) => Ok(Arc::new(certvault::pkcs11::Pkcs11Token::open_uri(p)?)),
+        KeyUri::Vaultd(v) => {
+            let socket = v.socket.clone().unwrap_or_else(certvault::daemon::server::default_socket);
+            let client = certvault::DaemonClient::connect(socket, v.serial.clone())?;
+            if let Some(pin) = &v.pin {
+                client.login(&pin.read()?)?;
+            }
+            Ok(Arc::new(client))
+        }
+    }
+}
+
+/// The importer of sealed private keys for the vault that holds the key `uri` names (`[push] sealed_keys`).
+pub fn open_sealed_key_importer(
+    uri: &certvault::uri::KeyUri,
+) -> Result<Arc<dyn super::push::SealedKeyImporter>, certvault::VaultError> {
     use certvault::uri::KeyUri;
     match uri {
         KeyUri::Pkcs11(p) => Ok(Arc::new(certvault::pkcs11::Pkcs11Token::open_uri(p)?)),

@@ -23,6 +23,8 @@ use crate::protocol::{
 use crate::provision::{KeyMaker, Recipient, SealedKeys};
 use crate::store::KeyStore;
 
+mod import_sealed;
+
 struct Conn {
     reader: BufReader<UnixStream>,
     writer: UnixStream,

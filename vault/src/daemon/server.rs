@@ -24,6 +24,7 @@ use crate::soft::{self, SoftKey};
 use crate::store::KeyStore;
 use crate::VaultKey;
 
+mod import_sealed;
 mod provisioning;
 pub use provisioning::ensure_device_keys;
 
@@ -686,6 +687,10 @@ fn handle(shared: &Shared, conn: &mut Conn, op: Op) -> Result<Response> {
             let k = provisioning::find_for_reseal(s, conn, &key)?;
             let recipient = crate::provision::Recipient { spki: recipient.into_vec(), oaep };
             Ok(Response::Resealed(ByteBuf::from(s.reseal(k, conn, &sealed, &recipient)?)))
+        }
+        Op::ImportSealed { container, label, sealed, certificate } => {
+            let s = slot(shared, &container)?;
+            Ok(Response::Key(s.import_sealed(conn, &label, &sealed, certificate.as_ref().map(|c| c.as_slice()))?))
         }
     }
 }

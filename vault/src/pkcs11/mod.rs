@@ -28,6 +28,7 @@
 //!   with the PIN and another PKCS#11 client can still use the token's raw mechanisms.
 
 mod der;
+mod import_sealed;
 mod provision;
 pub mod softhsm;
 

@@ -345,7 +345,7 @@ impl Pkcs11Token {
 
 /// Two `C_UnwrapKey` calls: the content key into an AES session key, the PKCS#8 key into a token key; then the
 /// public key object from the leaf certificate, and a check that the pair matches it.
-fn unwrap_into_token(
+pub(super) fn unwrap_into_token(
     t: &Token,
     s: &Session,
     transport: ObjectHandle,

@@ -42,8 +42,39 @@ pub const DEFAULT_MAX_TRUST_LIST_SIZE: u32 = 1024 * 1024;
 /// Implemented by the vault's provisioning code; until a server is given one, sealed keys are refused with
 /// BadNotSupported.
 pub trait SealedKeyImporter: Send + Sync + fmt::Debug {
-    /// Unwraps `sealed` inside the vault into a new key labelled `label` and returns its public facts.
-    fn import_sealed(&self, sealed: &[u8], label: &str) -> Result<KeyInfo, VaultError>;
+    /// Unwraps `sealed` inside the vault into a new key labelled `label` and returns its public facts. The vault
+    /// refuses (and does not store) a key that does not belong to `certificate` (DER). A key sealed to another
+    /// vault is [`VaultError::AccessDenied`]; a damaged file [`VaultError::InvalidInput`] or
+    /// [`VaultError::DecryptFailed`].
+    fn import_sealed(&self, sealed: &[u8], label: &str, certificate: &[u8]) -> Result<KeyInfo, VaultError>;
+}
+
+/// vaultd: the key is opened inside the daemon with the container's transport key (`import-sealed` operation).
+impl SealedKeyImporter for certvault::DaemonClient {
+    fn import_sealed(&self, sealed: &[u8], label: &str, certificate: &[u8]) -> Result<KeyInfo, VaultError> {
+        certvault::DaemonClient::import_sealed(self, label, sealed, Some(certificate))
+    }
+}
+
+/// PKCS#11: the key is unwrapped into the token with `C_UnwrapKey` under the token's transport key.
+impl SealedKeyImporter for certvault::pkcs11::Pkcs11Token {
+    fn import_sealed(&self, sealed: &[u8], label: &str, certificate: &[u8]) -> Result<KeyInfo, VaultError> {
+        certvault::pkcs11::Pkcs11Token::import_sealed(self, label, sealed, Some(certificate))
+    }
+}
+
+/// The status code UpdateCertificate answers when the vault refuses a sealed key.
+pub(crate) fn sealed_key_status(e: &VaultError) -> StatusCode {
+    match e {
+        // Sealed to another vault, or unwrapped to garbage: the key is not for us.
+        VaultError::AccessDenied(_) | VaultError::DecryptFailed => StatusCode::BadSecurityChecksFailed,
+        VaultError::InvalidInput(m) if m.contains("does not belong to the certificate") => {
+            StatusCode::BadSecurityChecksFailed
+        }
+        VaultError::InvalidInput(_) => StatusCode::BadInvalidArgument,
+        VaultError::DuplicateLabel(_) => StatusCode::BadInvalidState,
+        _ => StatusCode::BadInternalError,
+    }
 }
 
 /// What GDS push needs beyond the server's configuration: where the key lives, so new keys and CSRs are made there.

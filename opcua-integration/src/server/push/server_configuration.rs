@@ -321,11 +321,16 @@ async fn update_certificate(state: Arc<State>, call: MethodCall) -> std::result:
         let current = current_identity(&state)?;
         let label = format!("{}.gds-{}-{serial}", base_label(&current.key().info().label), DateTime::now().ticks());
         let store = store.clone();
-        blocking(move || {
-            let info = importer.import_sealed(&private_key, &label)?;
-            store.key(&KeySelector::Id(info.id))
-        })
-        .await?
+        let cert = certificate.clone();
+        let imported = tokio::task::spawn_blocking(move || importer.import_sealed(&private_key, &label, &cert))
+            .await
+            .map_err(|_| StatusCode::BadInternalError)?;
+        let info = imported.map_err(|e| {
+            let status = super::sealed_key_status(&e);
+            tracing::warn!(%status, "UpdateCertificate: sealed private key refused: {e}");
+            status
+        })?;
+        blocking(move || store.key(&KeySelector::Id(info.id))).await?
     } else {
         let pending = state.pending.lock().new_key.clone();
         let current = current_identity(&state)?;

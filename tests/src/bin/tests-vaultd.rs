@@ -1,5 +1,5 @@
 //! The vault daemon for tests: the same `certvault::daemon::server::Daemon` that certvault's `vaultd` binary runs,
-//! built as a binary of this package so integration tests find it with `env!("CARGO_BIN_EXE_vaultd")` (Cargo builds
+//! built as a binary of this package so integration tests find it with `env!("CARGO_BIN_EXE_tests-vaultd")` (Cargo builds
 //! a package's own binaries before its integration tests, never those of a dependency). It runs in its own process,
 //! so the OPC UA process holds only a socket to the key. Arguments: `--container FILE --socket PATH`.
 #![forbid(unsafe_code)]

@@ -3,10 +3,10 @@
 //! A handshake costs the server a vault signature and a decryption per RSA block. On a hardware token that is mostly
 //! waiting; on a software token (SoftHSM2, tpm2-pkcs11 over swtpm) or a busy host it is CPU work. Run on tokio's
 //! blocking pool at normal priority, a burst of new connections competed on equal terms with the runtime threads that
-//! carry established sessions, whose reads then waited behind RSA work. On these threads, which lower their own
-//! scheduling priority (Linux `nice` +[`NICE_INCREMENT`] per thread) when they start, the kernel runs the runtime's
-//! symmetric traffic first and the handshakes in the gaps: new connections slow down under load, established
-//! sessions do not.
+//! carry established sessions, whose reads then waited behind RSA work. These threads make themselves background
+//! threads when they start (Linux SCHED_IDLE, see [`make_background_thread`]): the kernel runs the runtime's
+//! symmetric traffic first and the handshakes in the gaps, so new connections slow down under load and established
+//! sessions do not. SCHED_IDLE threads are not starved outright: they keep a small share of a busy CPU.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -54,7 +54,7 @@ fn pool() -> &'static Pool {
 }
 
 fn worker(rx: &Mutex<Receiver<Job>>) {
-    lower_thread_priority(NICE_INCREMENT);
+    make_background_thread();
     loop {
         // The lock is held only while waiting for the next job, never while running one.
         let job = match rx.lock() {
@@ -68,6 +68,22 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
             }
             Err(_) => return,
         }
+    }
+}
+
+/// Makes the calling thread a background thread: Linux's SCHED_IDLE policy, under which any runnable thread of
+/// normal policy runs first and preempts it as soon as it wakes (a lower nice value alone still let a runtime thread
+/// wait out the vault thread's time slice, about a millisecond); where that is refused, [`NICE_INCREMENT`] nice
+/// levels lower.
+pub fn make_background_thread() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
+        ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::debug!(error = ?e, "SCHED_IDLE refused; lowering the nice value instead");
+        lower_thread_priority(NICE_INCREMENT);
     }
 }
 
@@ -103,15 +119,11 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn runs_off_the_runtime_at_a_lower_priority() {
-        let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let (name, nice) = run(|| {
-            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-            (std::thread::current().name().map(str::to_owned), nice)
-        })
-        .await
-        .unwrap();
+        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let (name, policy) =
+            run(|| (std::thread::current().name().map(str::to_owned), thread_schedule_policy())).await.unwrap();
         assert!(name.is_some_and(|n| n.starts_with("certvault-vault-")));
-        assert_eq!(nice, (own + NICE_INCREMENT).min(19));
+        assert_eq!(policy.unwrap(), ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
         // A panicking job loses only its own result; the pool keeps serving.
         assert!(run(|| panic!("a vault backend bug")).await.is_err());
         let results = futures_util::future::join_all((0..16).map(|i| run(move || i * 2))).await;

@@ -336,11 +336,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    // Only the commands that read or write provisioning files open the update signer and the key maker's vault.
+    // Only the commands that read or write provisioning files, or make keys, open the update signer and the key
+    // maker's vault (a push with --central-key records the key's backup under the configured backup key).
+    let makes_keys = matches!(&command, Command::Push(args) if args.central_key);
     let central = match command {
         Command::Serve { .. } | Command::Process { .. } | Command::Receipt { .. } => {
             config.provisioning_central().await?
         }
+        _ if makes_keys => config.provisioning_central().await?,
         _ => config.central().await?,
     };
     let db = central.db().clone();

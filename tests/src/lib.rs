@@ -572,3 +572,36 @@ impl HandChannel {
         sealer.seal(MessageType::Message, chunk_type, self.channel_id, self.token_id, sequence, body).expect("seal MSG")
     }
 }
+
+/// A fresh SoftHSM2 token for one test binary, its directory removed when dropped (also when the test fails).
+pub struct SoftHsmToken {
+    dir: PathBuf,
+    /// The token, logged in with the user PIN.
+    pub token: Arc<certvault::pkcs11::Pkcs11Token>,
+}
+
+impl SoftHsmToken {
+    /// Makes a token labelled `label` (user PIN 123456) in a temporary directory and points `SOFTHSM2_CONF` at it:
+    /// the module reads that variable once per process, so a test binary has one token user. `None` (with a
+    /// SKIPPED line) when SoftHSM2 is not installed, unless `CERTVAULT_REQUIRE_SOFTHSM` demands it.
+    pub fn create(label: &str) -> Option<SoftHsmToken> {
+        use certvault::pkcs11::{softhsm, Pkcs11Token};
+        if !softhsm::available() {
+            assert!(std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(), "CERTVAULT_REQUIRE_SOFTHSM: no SoftHSM2");
+            eprintln!("SKIPPED: SoftHSM2 is not installed");
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("softhsm-").tempdir().expect("tempdir").keep();
+        let conf = softhsm::write_config(&dir).expect("softhsm2.conf");
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        softhsm::init_token(&conf, label, "123456", "12345678").expect("init token");
+        let token = Pkcs11Token::open(Path::new(softhsm::MODULE), label, Some(b"123456")).expect("token");
+        Some(SoftHsmToken { dir, token: Arc::new(token) })
+    }
+}
+
+impl Drop for SoftHsmToken {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -17,6 +17,7 @@ use certvault_opcua::server::access::UserRole;
 use certvault_opcua::server::push::{PushConfig, SealedKeyImporter, SEALED_KEY_FORMAT};
 use certvault_opcua::server::UserDatabase;
 use certvault_tests::machine::{cheap_hash, MachineServer, MACHINE_URI};
+use certvault_tests::SoftHsmToken;
 use certvault_tests::{application_request, identity, init_tracing, Vaultd};
 use opcua_types::StatusCode;
 
@@ -200,32 +201,14 @@ async fn sealed_keys_for_another_vault_garbage_and_mismatches_are_refused() {
     let _ = admin.close().await;
 }
 
-struct TokenDir(std::path::PathBuf);
-
-impl Drop for TokenDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The server's key on a PKCS#11 token (SoftHSM2): the sealed key is unwrapped into the token with C_UnwrapKey.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_key_is_unwrapped_into_a_pkcs11_token() {
-    use certvault::pkcs11::{softhsm, Pkcs11Token};
     use certvault::provision::Recipient;
     use certvault::KeySelector;
-    if !softhsm::available() {
-        assert!(std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(), "CERTVAULT_REQUIRE_SOFTHSM: no SoftHSM2");
-        eprintln!("SKIPPED: SoftHSM2 is not installed");
-        return;
-    }
-    // The only PKCS#11 user of this test binary: SOFTHSM2_CONF is read when the module first loads.
-    let dir = TokenDir(tempfile::Builder::new().prefix("softhsm-push-").tempdir().expect("tempdir").keep());
-    let conf = softhsm::write_config(&dir.0).expect("softhsm2.conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    softhsm::init_token(&conf, "push", "123456", "12345678").expect("init token");
-    let token =
-        Arc::new(Pkcs11Token::open(std::path::Path::new(softhsm::MODULE), "push", Some(b"123456")).expect("token"));
+    // The only PKCS#11 user of this test binary (SOFTHSM2_CONF is read when the module first loads).
+    let Some(softhsm) = SoftHsmToken::create("push") else { return };
+    let token = softhsm.token.clone();
     let device = token.device_init().expect("transport key on the token");
     let transport = device.transport_key.expect("transport key").spki_der;
     let (_, oaep) = token.begin_request().expect("the token's OAEP hash");

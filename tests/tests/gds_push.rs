@@ -22,6 +22,7 @@ use certvault_opcua::server::access::UserRole;
 use certvault_opcua::server::push::PushConfig;
 use certvault_opcua::server::UserDatabase;
 use certvault_tests::machine::{cheap_hash, MachineServer, MACHINE_URI, OPERATOR, OPERATOR_PASSWORD};
+use certvault_tests::SoftHsmToken;
 use certvault_tests::{identity, init_tracing, self_signed, Vaultd};
 use opcua_types::{
     AttributeId, ByteString, MethodId, NodeId, ObjectId, ReadValueId, StatusCode, TimestampsToReturn,
@@ -510,31 +511,12 @@ enabled = true
     restarted.shutdown().await;
 }
 
-/// A SoftHSM2 token directory, removed when the test ends (also when it fails).
-struct TokenDir(std::path::PathBuf);
-
-impl Drop for TokenDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The server key on a PKCS#11 token (SoftHSM2): CreateSigningRequest makes the new key on the same token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_on_a_pkcs11_token() {
-    use certvault::pkcs11::{softhsm, Pkcs11Token};
-    if !softhsm::available() {
-        assert!(std::env::var_os("CERTVAULT_REQUIRE_SOFTHSM").is_none(), "CERTVAULT_REQUIRE_SOFTHSM: no SoftHSM2");
-        eprintln!("SKIPPED: SoftHSM2 is not installed");
-        return;
-    }
-    // The only PKCS#11 user of this test binary: SOFTHSM2_CONF is read when the module first loads.
-    let dir = TokenDir(tempfile::Builder::new().prefix("softhsm-gds-").tempdir().expect("tempdir").keep());
-    let conf = softhsm::write_config(&dir.0).expect("softhsm2.conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    softhsm::init_token(&conf, "gds", "123456", "12345678").expect("init token");
-    let token =
-        Arc::new(Pkcs11Token::open(std::path::Path::new(softhsm::MODULE), "gds", Some(b"123456")).expect("token"));
+    // The only PKCS#11 user of this test binary (SOFTHSM2_CONF is read when the module first loads).
+    let Some(softhsm) = SoftHsmToken::create("gds") else { return };
+    let token = softhsm.token.clone();
     token.generate("machine-server", certvault::KeyAlgorithm::Rsa { bits: 2048 }, Default::default()).expect("key");
     let key: SharedKey = token.open_key(&KeySelector::Label("machine-server".into())).expect("key handle");
     let store: Arc<dyn KeyStore> = token.clone();

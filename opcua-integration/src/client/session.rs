@@ -227,6 +227,10 @@ impl Inner {
     /// The current channel once the session is connected (waits through a reconnect, at most the channel
     /// timeout).
     pub async fn connected_channel(&self) -> Result<Arc<Client>> {
+        // Every request of a healthy session comes here: answer it without a subscription and a timer.
+        if *self.state.borrow() == ConnectionState::Connected {
+            return Ok(self.channel.lock().clone());
+        }
         let mut state = self.state.subscribe();
         let wait = state.wait_for(|s| !matches!(s, ConnectionState::Reconnecting { .. }));
         let reached = tokio::time::timeout(self.channel_options.timeout, wait)

@@ -67,7 +67,9 @@ pub fn limits() -> (Negotiated, Negotiated) {
     // accept their own Hello; a failure here is a bug in `Limits::default`, caught by the fuzz harness at start-up.
     let l = Limits::default();
     let hello = l.hello("opc.tcp://localhost:4840").expect("default Hello");
+    // invariant: the defaults accept the Hello they made (as above).
     let (ack, server) = l.acknowledge(&hello).expect("default Acknowledge");
+    // invariant: and the Acknowledge they answered it with (as above).
     (l.accept_acknowledge(&hello, &ack).expect("default limits"), server)
 }
 

@@ -63,6 +63,36 @@ pub fn is_reserved_label(label: &str) -> bool {
     label.starts_with(RESERVED_PREFIX)
 }
 
+/// The checks every provisioning document shares: its format version, a nonce of [`NONCE_LEN`] bytes, and at least
+/// one item, each with a label that is 1..=128 characters, not reserved, and unique in the document.
+fn validate_common<'a>(
+    what: &'static str,
+    version: u32,
+    nonce: &[u8],
+    labels: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let bad = |why: String| ProvisionError::Invalid { what, why };
+    if version != FORMAT_VERSION {
+        return Err(ProvisionError::Version { what, found: version });
+    }
+    if nonce.len() != NONCE_LEN {
+        return Err(bad(format!("the nonce is {} bytes, not {NONCE_LEN}", nonce.len())));
+    }
+    let labels: Vec<&str> = labels.into_iter().collect();
+    if labels.is_empty() {
+        return Err(bad("no items".into()));
+    }
+    for (i, label) in labels.iter().enumerate() {
+        if label.is_empty() || label.len() > 128 || is_reserved_label(label) {
+            return Err(bad(format!("item {i}: label {label:?} is empty, too long or reserved")));
+        }
+        if labels[..i].contains(label) {
+            return Err(bad(format!("item {i}: label {label:?} appears twice")));
+        }
+    }
+    Ok(())
+}
+
 /// Why a provisioning file was refused. Every tamper, replay or mix-up has its own variant, so that the central
 /// and the operator can tell "someone changed this file" from "this file is old" from "this file is for another
 /// dongle".

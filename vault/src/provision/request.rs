@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, Kind};
 use super::seal::{OaepHash, Recipient};
-use super::{b64, ProvisionError, Result, FORMAT_VERSION, NONCE_LEN};
+use super::{b64, ProvisionError, Result, FORMAT_VERSION};
 use crate::key::{KeyAlgorithm, VaultKey};
 
 const WHAT: &str = "request";
@@ -77,25 +77,11 @@ impl Request {
     /// Checks what the signature cannot: sizes, labels, CSR presence.
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| ProvisionError::Invalid { what: WHAT, why };
-        if self.version != FORMAT_VERSION {
-            return Err(ProvisionError::Version { what: WHAT, found: self.version });
-        }
+        super::validate_common(WHAT, self.version, &self.nonce, self.items.iter().map(|i| i.label.as_str()))?;
         if self.serial.is_empty() {
             return Err(bad("empty serial".into()));
         }
-        if self.nonce.len() != NONCE_LEN {
-            return Err(bad(format!("the nonce is {} bytes, not {NONCE_LEN}", self.nonce.len())));
-        }
-        if self.items.is_empty() {
-            return Err(bad("no items".into()));
-        }
-        for (i, item) in self.items.iter().enumerate() {
-            if item.label.is_empty() || item.label.len() > 128 || super::is_reserved_label(&item.label) {
-                return Err(bad(format!("item {i}: label {:?} is empty, too long or reserved", item.label)));
-            }
-            if self.items[..i].iter().any(|o| o.label == item.label) {
-                return Err(bad(format!("item {i}: label {:?} appears twice", item.label)));
-            }
+        for item in &self.items {
             if item.application_uri.is_empty() {
                 return Err(bad(format!("item {:?}: empty ApplicationUri", item.label)));
             }

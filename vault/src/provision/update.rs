@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, Kind};
-use super::{b64, ProvisionError, Result, FORMAT_VERSION, NONCE_LEN};
+use super::{b64, ProvisionError, Result, FORMAT_VERSION};
 use crate::key::VaultKey;
 
 const WHAT: &str = "update";
@@ -66,22 +66,8 @@ impl Update {
 
     fn validate(&self) -> Result<()> {
         let bad = |why: String| ProvisionError::Invalid { what: WHAT, why };
-        if self.version != FORMAT_VERSION {
-            return Err(ProvisionError::Version { what: WHAT, found: self.version });
-        }
-        if self.nonce.len() != NONCE_LEN {
-            return Err(bad(format!("the nonce is {} bytes, not {NONCE_LEN}", self.nonce.len())));
-        }
-        if self.items.is_empty() {
-            return Err(bad("no items".into()));
-        }
-        for (i, item) in self.items.iter().enumerate() {
-            if item.label.is_empty() || item.label.len() > 128 || super::is_reserved_label(&item.label) {
-                return Err(bad(format!("item {i}: label {:?} is empty, too long or reserved", item.label)));
-            }
-            if self.items[..i].iter().any(|o| o.label == item.label) {
-                return Err(bad(format!("item {i}: label {:?} appears twice", item.label)));
-            }
+        super::validate_common(WHAT, self.version, &self.nonce, self.items.iter().map(|i| i.label.as_str()))?;
+        for item in &self.items {
             if item.chain.is_empty() {
                 return Err(bad(format!("item {:?}: empty certificate chain", item.label)));
             }

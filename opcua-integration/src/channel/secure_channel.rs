@@ -580,14 +580,10 @@ impl SecureChannel {
         request_id: u32,
         body: B,
     ) -> Result<(), (Error, B)> {
-        let ends = match self.chunk_ends(body.as_ref()) {
-            Ok(ends) => ends,
+        let (ends, token_id, sealer) = match self.chunk_ends(body.as_ref()) {
+            Ok(planned) => planned,
             Err(e) => return Err((e, body)),
         };
-        let use_previous = matches!(self.role, RoleState::Server { send_previous: true, .. });
-        let token = if use_previous { self.previous.as_ref().or(self.current.as_ref()) } else { self.current.as_ref() };
-        let Some(token) = token else { return Err((Error::InvalidState("no security token"), body)) };
-        let (token_id, sealer) = (token.id, token.sealer.clone());
         let outgoing = Outgoing {
             message_type,
             request_id,
@@ -601,8 +597,8 @@ impl SecureChannel {
         Ok(())
     }
 
-    /// Where the chunks of a body of this length end, or why it cannot be sent.
-    fn chunk_ends(&self, body: &[u8]) -> Result<VecDeque<usize>> {
+    /// Where the chunks of `body` end and the token that seals them, or why it cannot be sent.
+    fn chunk_ends(&self, body: &[u8]) -> Result<(VecDeque<usize>, u32, Arc<SymmetricSealer>)> {
         if self.state != State::Open {
             return Err(Error::InvalidState("the channel is not open"));
         }
@@ -623,7 +619,7 @@ impl SecureChannel {
             end += piece.len();
             ends.push_back(end);
         }
-        Ok(ends)
+        Ok((ends, token.id, token.sealer.clone()))
     }
 
     /// Processes one whole received frame (OPN, MSG, CLO, or ERR). On an error that ends the channel, the server

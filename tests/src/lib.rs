@@ -605,3 +605,9 @@ impl Drop for SoftHsmToken {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A server builder from a TOML configuration file, as machine-a makes it (opening the vault key off the runtime).
+pub async fn server_from_config(path: &Path) -> ServerBuilder {
+    let config = certvault_opcua::server::config::ConfigFile::load(path).expect("config parses");
+    tokio::task::spawn_blocking(move || config.builder()).await.expect("join").expect("builder")
+}

@@ -17,8 +17,8 @@ use certvault_opcua::server::access::UserRole;
 use certvault_opcua::server::push::{PushConfig, SealedKeyImporter, SEALED_KEY_FORMAT};
 use certvault_opcua::server::UserDatabase;
 use certvault_tests::machine::{cheap_hash, MachineServer, MACHINE_URI};
-use certvault_tests::SoftHsmToken;
 use certvault_tests::{application_request, identity, init_tracing, Vaultd};
+use certvault_tests::{server_from_config, SoftHsmToken};
 use opcua_types::StatusCode;
 
 const CLIENT_URI: &str = "urn:certvault:test:push-client";
@@ -525,13 +525,7 @@ sealed_keys = true
     );
     let path = dir.path().join("machine-a.toml");
     std::fs::write(&path, config).expect("config");
-    let load = || {
-        let path = path.clone();
-        async move {
-            let config = certvault_opcua::server::config::ConfigFile::load(&path).expect("config parses");
-            tokio::task::spawn_blocking(move || config.builder()).await.expect("join").expect("builder")
-        }
-    };
+    let load = || server_from_config(&path);
     let server = load().await.start().await.expect("machine-a starts with push and sealed keys");
 
     let db = Db::open(dir.path().join("central.sqlite").to_str().expect("utf-8")).await.expect("db");

@@ -22,8 +22,8 @@ use certvault_opcua::server::access::UserRole;
 use certvault_opcua::server::push::PushConfig;
 use certvault_opcua::server::UserDatabase;
 use certvault_tests::machine::{cheap_hash, MachineServer, MACHINE_URI, OPERATOR, OPERATOR_PASSWORD};
-use certvault_tests::SoftHsmToken;
 use certvault_tests::{identity, init_tracing, self_signed, Vaultd};
+use certvault_tests::{server_from_config, SoftHsmToken};
 use opcua_types::{
     AttributeId, ByteString, MethodId, NodeId, ObjectId, ReadValueId, StatusCode, TimestampsToReturn,
     TrustListDataType, VariableId, Variant,
@@ -468,13 +468,7 @@ enabled = true
     );
     let path = dir.path().join("machine-a.toml");
     std::fs::write(&path, config).expect("config");
-    let load = || {
-        let path = path.clone();
-        async move {
-            let config = certvault_opcua::server::config::ConfigFile::load(&path).expect("config parses");
-            tokio::task::spawn_blocking(move || config.builder()).await.expect("join").expect("builder")
-        }
-    };
+    let load = || server_from_config(&path);
     let server = load().await.start().await.expect("machine-a starts with push");
     let client = identity(vaultd.generate_rsa("gds-client", 2048), "gds client", CLIENT_URI);
     let pki = certvault_opcua::pki::PkiStore::create_or_open(dir.path().join("pki")).expect("pki");

@@ -182,15 +182,7 @@ fn client_main() {
             .expect("re-run under taskset");
         std::process::exit(status.code().unwrap_or(1));
     }
-    let unpinned_reason = if pinned {
-        None
-    } else if !want_pin {
-        Some("CHBENCH_PIN=0")
-    } else if cpus < 2 {
-        Some("fewer than 2 CPUs")
-    } else {
-        Some("taskset not found")
-    };
+    let unpinned_reason = unpinned_reason(pinned, want_pin, cpus, "CHBENCH_PIN=0");
 
     // `cargo test --benches` runs this binary without `--bench`: a smoke run (5 opens, short phases).
     let test_mode = !std::env::args().any(|a| a == "--bench");

@@ -904,15 +904,7 @@ fn client_main() -> Result<()> {
             .context("re-run under taskset")?;
         std::process::exit(status.code().unwrap_or(1));
     }
-    let unpinned_reason = if pinned {
-        None
-    } else if !want_pin {
-        Some("SESSBENCH_PIN=0")
-    } else if cpus < 2 {
-        Some("fewer than 2 CPUs")
-    } else {
-        Some("taskset not found")
-    };
+    let unpinned_reason = unpinned_reason(pinned, want_pin, cpus, "SESSBENCH_PIN=0");
     let test_mode = !std::env::args().any(|a| a == "--bench");
     let quick = test_mode || env_flag("SESSBENCH_QUICK").as_deref() == Some("1");
     let connects: usize = match env_flag("SESSBENCH_CONNECTS") {

@@ -124,3 +124,16 @@ pub fn percentile(times: &[Duration], p: usize) -> Duration {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// Why a benchmark runs unpinned (`None` when pinned): `pin_off` names the environment setting that turned pinning off.
+pub fn unpinned_reason(pinned: bool, want_pin: bool, cpus: usize, pin_off: &'static str) -> Option<&'static str> {
+    if pinned {
+        None
+    } else if !want_pin {
+        Some(pin_off)
+    } else if cpus < 2 {
+        Some("fewer than 2 CPUs")
+    } else {
+        Some("taskset not found")
+    }
+}

@@ -6,7 +6,12 @@
 //! carry established sessions, whose reads then waited behind RSA work. These threads make themselves background
 //! threads when they start (Linux SCHED_IDLE, see [`make_background_thread`]): the kernel runs the runtime's
 //! symmetric traffic first and the handshakes in the gaps, so new connections slow down under load and established
-//! sessions do not. SCHED_IDLE threads are not starved outright: they keep a small share of a busy CPU.
+//! sessions do not.
+//!
+//! Background means a sliver of a CPU that stays busy (SCHED_IDLE weighs 3 against a normal thread's 1,024), and an
+//! unprivileged thread cannot leave that policy again. That is right for new connections, which may wait, and wrong
+//! for the vault calls that keep an established channel alive: a token renewal that waits past the token's lifetime
+//! ends the channel. Those run at normal priority ([`Urgency::Established`], [`run_for`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -97,6 +102,27 @@ pub fn lower_thread_priority(increment: i32) {
     }
 }
 
+/// Who waits for a vault call; it decides the call's CPU priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// A new connection or session: the background pool, after established traffic.
+    New,
+    /// An established channel's token renewal: normal priority (tokio's blocking pool), because an overdue renewal
+    /// ends the channel.
+    Established,
+}
+
+/// Runs `f` where `urgency` says: the background pool ([`run`]) or a blocking thread at normal priority.
+pub async fn run_for<R: Send + 'static>(
+    urgency: Urgency,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Canceled> {
+    match urgency {
+        Urgency::New => run(f).await,
+        Urgency::Established => tokio::task::spawn_blocking(f).await.map_err(|_| Canceled),
+    }
+}
+
 /// Runs `f` on the vault pool and waits for its result without blocking the runtime.
 pub async fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Canceled> {
     let (tx, rx) = oneshot::channel();
@@ -126,6 +152,9 @@ mod tests {
         assert_eq!(policy.unwrap(), ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
         // A panicking job loses only its own result; the pool keeps serving.
         assert!(run(|| panic!("a vault backend bug")).await.is_err());
+        // Renewals run at normal priority, off the background pool.
+        let policy = run_for(Urgency::Established, thread_schedule_policy).await.unwrap();
+        assert_eq!(policy.unwrap(), ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other));
         let results = futures_util::future::join_all((0..16).map(|i| run(move || i * 2))).await;
         assert_eq!(results.into_iter().map(Result::unwrap).sum::<i32>(), (0..16).map(|i| i * 2).sum::<i32>());
     }

@@ -25,6 +25,7 @@ use crate::channel::policy::{SecurityMode, SecurityPolicy};
 use crate::channel::secure_channel::{Event, Now, SecureChannel, Unsent};
 use crate::error::{Error, Result};
 use crate::service::BodyCodec;
+use crate::vault_pool::Urgency;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -39,7 +40,21 @@ where
     T: Send + 'static,
     R: Send + 'static,
 {
-    crate::vault_pool::run(move || {
+    on_blocking_for(Urgency::New, core, step).await
+}
+
+/// As [`on_blocking`], at the priority `urgency` asks for: a token renewal keeps an established channel alive and
+/// must not wait behind the load ([`Urgency::Established`]).
+pub async fn on_blocking_for<T, R>(
+    urgency: Urgency,
+    core: T,
+    step: impl FnOnce(&mut T) -> R + Send + 'static,
+) -> Result<(T, R)>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    crate::vault_pool::run_for(urgency, move || {
         let mut core = core;
         let r = step(&mut core);
         (core, r)
@@ -251,14 +266,21 @@ async fn process<H: ServiceHandler + ?Sized>(
 ) -> Result<()> {
     loop {
         let Some(mut conn) = core.take() else { return Err(Error::ChannelClosed) };
+        // One clock reading per frame serves its processing and the request it completes.
+        let mut now = Now::system();
         let step = if conn.next_needs_vault() {
-            let (back, step) = on_blocking(conn, |c| c.process_next(Now::system())).await?;
+            // An OpenSecureChannel on an open channel renews its token: that keeps established traffic alive.
+            let renewal = conn.channel().is_some_and(|c| c.token_id().is_some());
+            let urgency = if renewal { Urgency::Established } else { Urgency::New };
+            let (back, step) = on_blocking_for(urgency, conn, |c| c.process_next(Now::system())).await?;
             conn = back;
+            // The vault call took its time.
+            now = Now::system();
             step
         } else {
-            conn.process_next(Now::system())
+            conn.process_next(now)
         };
-        drain_events(&mut conn, handler, pending, channel_id);
+        drain_events(&mut conn, handler, pending, channel_id, now);
         let closed = conn.is_closed();
         *core = Some(conn);
         match step {
@@ -291,12 +313,13 @@ fn drain_events<H: ServiceHandler + ?Sized>(
     handler: &H,
     pending: &mut FuturesUnordered<Pending>,
     channel_id: &mut Option<u32>,
+    now: Now,
 ) {
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Request { request_id, body } => {
                 let Some(channel) = conn.channel() else { return };
-                match handler.handle(body, &ChannelInfo::of(channel), Now::system()) {
+                match handler.handle(body, &ChannelInfo::of(channel), now) {
                     Reply::Ready(response) => send_response(conn, request_id, response),
                     Reply::Later(future) => pending.push(Box::pin(async move { (request_id, future.await) })),
                 }

@@ -28,8 +28,8 @@ use certvault_tests::proxy::Proxy;
 use certvault_tests::{identity, init_tracing, matrix_cases, Matrix, Vaultd, STEP_TIMEOUT};
 use futures_util::StreamExt;
 use opcua_types::{
-    DataChangeNotification, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters,
-    ReadValueId, StatusCode, TimestampsToReturn, Variant,
+    AttributeId, ByteString, DataChangeNotification, DataValue, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, ReadValueId, StatusCode, TimestampsToReturn, Variant, WriteValue,
 };
 
 const OUR_CLIENT_URI: &str = "urn:certvault:test:client";
@@ -412,5 +412,41 @@ async fn sessions_read_a_one_megabyte_value() {
     let bytes = bytes.value.unwrap_or_default();
     assert_eq!(bytes.len(), 1 << 20);
     assert!(bytes.iter().enumerate().all(|(i, b)| *b == (i % 256) as u8), "the content arrived intact");
+
+    // The other way: a 12 MiB request is more than a socket buffer takes at once, so the caller leaves most of it to
+    // the connection task; small reads issued meanwhile must queue behind it in order, and all get their answers.
+    let session = std::sync::Arc::new(session);
+    let big = ByteString::from(vec![7u8; 12 << 20]);
+    let writer = {
+        let session = session.clone();
+        let blob = server.nodes.blob.clone();
+        tokio::spawn(async move {
+            session
+                .write(vec![WriteValue {
+                    node_id: blob,
+                    attribute_id: AttributeId::Value as u32,
+                    index_range: Default::default(),
+                    value: DataValue::value_only(Variant::ByteString(big)),
+                }])
+                .await
+        })
+    };
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let session = session.clone();
+            let node = server.nodes.setpoint.clone();
+            tokio::spawn(async move { session.read_value(&node).await })
+        })
+        .collect();
+    let written = writer.await.expect("join").expect("the 12 MiB Write is answered");
+    assert_eq!(written.len(), 1, "one status for one value: {written:?}");
+    for reader in readers {
+        let value = reader.await.expect("join").expect("a Read sent during the big Write");
+        assert!(matches!(value, Variant::Double(_)), "{value:?}");
+    }
+    // The channel is intact afterwards.
+    let again = session.read_value(&server.nodes.blob).await.expect("read after the big write");
+    assert!(matches!(again, Variant::ByteString(_)));
+    let session = std::sync::Arc::try_unwrap(session).unwrap_or_else(|_| panic!("session still shared"));
     session.close().await.expect("close");
 }

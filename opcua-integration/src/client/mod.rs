@@ -33,6 +33,7 @@
 //! signatures, user identities, typed services, subscriptions as streams, reconnect), and [`discovery`] picks the
 //! endpoint.
 
+mod connection;
 pub mod discovery;
 pub mod identity;
 pub mod push;
@@ -50,7 +51,6 @@ pub use subscription::{
     DataChange, MonitoredItemSpec, SequenceCheck, SequenceTracker, SubscriptionParams, SubscriptionStream,
 };
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +60,7 @@ use opcua_types::{
     GetEndpointsRequest, GetEndpointsResponse, NodeId, ObjectId, RequestHeader,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -172,16 +172,11 @@ pub struct ChannelState {
     pub open: bool,
 }
 
-enum Command {
-    Request { body: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
-    Close { reply: oneshot::Sender<Result<()>> },
-}
-
 /// A connected client channel.
 #[derive(Debug)]
 pub struct Client {
     endpoint_url: String,
-    commands: mpsc::Sender<Command>,
+    conn: Arc<connection::Connection>,
     state: watch::Receiver<ChannelState>,
     task: Option<JoinHandle<()>>,
     abort: tokio::task::AbortHandle,
@@ -213,11 +208,10 @@ impl Client {
             open: true,
         };
         let (state_tx, state) = watch::channel(initial);
-        let (commands, rx) = mpsc::channel(64);
-        let task = tokio::spawn(run(stream, channel, decoder, rx, state_tx).instrument(span));
+        let (conn, task) = span.in_scope(|| connection::Connection::start(stream, channel, decoder, state_tx));
         Ok(Client {
             endpoint_url: url.to_owned(),
-            commands,
+            conn,
             state,
             abort: task.abort_handle(),
             task: Some(task),
@@ -258,11 +252,16 @@ impl Client {
     /// until it has notifications or a keep-alive is due, which may be longer than the ordinary timeout.
     pub async fn call_with_timeout(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         let (reply, response) = oneshot::channel();
-        self.commands.send(Command::Request { body, reply }).await.map_err(|_| Error::ChannelClosed)?;
+        let request_id = self.conn.request(body, reply)?;
         match tokio::time::timeout(timeout, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ChannelClosed),
-            Err(_) => Err(Error::Timeout("response")),
+            Err(_) => {
+                if let Some(id) = request_id {
+                    self.conn.forget(id);
+                }
+                Err(Error::Timeout("response"))
+            }
         }
     }
 
@@ -324,25 +323,18 @@ impl Client {
     /// close would only wait for the timeout.
     pub fn abort(&self) {
         self.abort.abort();
+        self.conn.end();
     }
 
     /// Sends CloseSecureChannel and closes the socket, through a shared reference (a session keeps its channel
     /// in an `Arc`). The task ends after the message is written.
     pub async fn shutdown(&self) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        match self.commands.send(Command::Close { reply }).await {
-            Ok(()) => done.await.unwrap_or(Err(Error::ChannelClosed)),
-            Err(_) => Err(Error::ChannelClosed),
-        }
+        self.conn.close().await.unwrap_or(Err(Error::ChannelClosed))
     }
 
     /// Sends CloseSecureChannel and closes the socket.
     pub async fn close(mut self) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        let result = match self.commands.send(Command::Close { reply }).await {
-            Ok(()) => done.await.unwrap_or(Err(Error::ChannelClosed)),
-            Err(_) => Err(Error::ChannelClosed),
-        };
+        let result = self.conn.close().await.unwrap_or(Err(Error::ChannelClosed));
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -459,129 +451,5 @@ async fn next_frame(
             Some(n) => decoder.push(&buf[..n]),
             None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
         }
-    }
-}
-
-type Pending = HashMap<u32, oneshot::Sender<Result<Vec<u8>>>>;
-
-/// The connection task: requests in, responses out, renewals on time.
-async fn run(
-    mut stream: TcpStream,
-    channel: SecureChannel,
-    mut decoder: FrameDecoder,
-    mut commands: mpsc::Receiver<Command>,
-    state: watch::Sender<ChannelState>,
-) {
-    let mut core = Some(channel);
-    let mut pending: Pending = HashMap::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut timer = tcp::Deadline::new();
-    let outcome: Result<()> = async {
-        loop {
-            let Some(channel) = core.as_mut() else { return Err(Error::ChannelClosed) };
-            tcp::flush(&mut stream, || channel.poll_transmit()).await?;
-            if channel.is_closed() {
-                return Err(Error::ChannelClosed);
-            }
-            let deadline = channel.poll_timeout();
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Request { body, reply }) => match channel.send_request(body) {
-                        Ok(id) => { pending.insert(id, reply); }
-                        Err(e) => { let _ = reply.send(Err(e)); }
-                    },
-                    Some(Command::Close { reply }) => {
-                        let result = channel.close(Now::system());
-                        tcp::flush(&mut stream, || channel.poll_transmit()).await?;
-                        let _ = reply.send(result);
-                        return Ok(());
-                    }
-                    // Every handle dropped: close politely.
-                    None => {
-                        let _ = channel.close(Now::system());
-                        tcp::flush(&mut stream, || channel.poll_transmit()).await?;
-                        return Ok(());
-                    }
-                },
-                read = read_some(&mut stream, &mut buf) => match read? {
-                    Some(n) => {
-                        decoder.push(&buf[..n]);
-                        while let Some(frame) = decoder.next_frame()? {
-                            handle_frame(&mut core, frame, &mut pending, &state).await?;
-                        }
-                    }
-                    None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                },
-                () = timer.wait(deadline) => {
-                    // Renewal signs a new OpenSecureChannel request: a vault call.
-                    let Some(taken) = core.take() else { return Err(Error::ChannelClosed) };
-                    let (back, renewed) = on_blocking(taken, |c| c.handle_timeout(Now::system())).await?;
-                    core = Some(back);
-                    renewed?;
-                }
-            }
-        }
-    }
-    .await;
-    if let Err(e) = &outcome {
-        tracing::debug!(error = %e, "client channel ended");
-    }
-    for (_, reply) in pending.drain() {
-        let _ = reply.send(Err(Error::ChannelClosed));
-    }
-    state.send_modify(|s| s.open = false);
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-}
-
-async fn handle_frame(
-    core: &mut Option<SecureChannel>,
-    frame: crate::transport::uacp::Frame,
-    pending: &mut Pending,
-    state: &watch::Sender<ChannelState>,
-) -> Result<()> {
-    let Some(mut channel) = core.take() else { return Err(Error::ChannelClosed) };
-    let result = if tcp::needs_vault(frame.header.message_type) {
-        let (back, r) = on_blocking(channel, move |c| c.handle_frame(&frame.bytes, Now::system())).await?;
-        channel = back;
-        r
-    } else {
-        channel.handle_frame(&frame.bytes, Now::system())
-    };
-    while let Some(event) = channel.poll_event() {
-        match event {
-            Event::Response { request_id, body } => {
-                if let Some(reply) = pending.remove(&request_id) {
-                    let _ = reply.send(Ok(body));
-                }
-            }
-            Event::Aborted { request_id, status, reason } => {
-                if let Some(reply) = pending.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Remote { status, reason }));
-                }
-            }
-            Event::Opened { token_id, renewed, .. } => {
-                tracing::debug!(token_id, renewed, "security token installed");
-                state.send_modify(|s| {
-                    s.token_id = token_id;
-                    s.renewals += u32::from(renewed);
-                });
-            }
-            Event::Closed { status } => {
-                for (_, reply) in pending.drain() {
-                    let _ = reply.send(Err(Error::Remote { status, reason: "the server closed the channel".into() }));
-                }
-            }
-            Event::Request { .. } => {}
-        }
-    }
-    let closed = channel.is_closed();
-    *core = Some(channel);
-    match result {
-        // A response nobody waits for (it timed out) does not end the channel.
-        Err(e) if !closed && !e.is_fatal() => {
-            tracing::debug!(error = %e, "ignored a frame");
-            Ok(())
-        }
-        other => other,
     }
 }

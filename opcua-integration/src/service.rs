@@ -116,6 +116,19 @@ impl BodyCodec {
         Ok(T::decode(&mut cursor, &ctx)?)
     }
 
+    /// The two fields of the RequestHeader at `at` that route a request: the authenticationToken and the
+    /// requestHandle. Cheaper than decoding the whole header (its timestamp, audit id and additional header), which
+    /// the service decodes again with the request anyway.
+    pub fn route_at(&self, body: &[u8], at: usize) -> Result<(NodeId, u32)> {
+        let ctx = self.context.context();
+        let mut cursor = Cursor::new(body.get(at..).unwrap_or_default());
+        let token = NodeId::decode(&mut cursor, &ctx)?;
+        // timestamp (DateTime, 8 bytes), then requestHandle (UInt32).
+        let _timestamp = i64::decode(&mut cursor, &ctx)?;
+        let handle = u32::decode(&mut cursor, &ctx)?;
+        Ok((token, handle))
+    }
+
     /// Decodes only the RequestHeader every request starts with: enough to fault a request we do not serve.
     pub fn request_header(&self, body: &[u8]) -> Result<RequestHeader> {
         let (_, at) = self.peek_id(body)?;
@@ -207,6 +220,20 @@ mod tests {
         let back: GetEndpointsRequest = codec.decode_at(&body, at).unwrap();
         assert_eq!(back.endpoint_url.as_ref(), "opc.tcp://h:1/");
         assert_eq!(codec.request_header(&body).unwrap().request_handle, 7);
+
+        // The routing fields alone, from a header with a real token; a header cut short is a decoding error.
+        let token = NodeId::new(1, opcua_types::Guid::new());
+        let request = GetEndpointsRequest {
+            request_header: RequestHeader::new(&token, &DateTime::now(), 0xDEAD_BEEF),
+            ..request
+        };
+        let body = codec.encode(ObjectId::GetEndpointsRequest_Encoding_DefaultBinary, &request).unwrap();
+        let (_, at) = codec.peek_id(&body).unwrap();
+        assert_eq!(codec.route_at(&body, at).unwrap(), (token, 0xDEAD_BEEF));
+        // Guid NodeId (1 + 2 + 16 bytes), timestamp (8), handle (4).
+        for cut in at..at + 19 + 8 + 4 {
+            assert!(codec.route_at(&body[..cut], at).is_err(), "header cut at {cut}");
+        }
 
         let fault =
             ServiceFault { response_header: ResponseHeader::new_service_result(7, StatusCode::BadServiceUnsupported) };

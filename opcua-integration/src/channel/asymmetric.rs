@@ -59,10 +59,12 @@ fn rsa_bits(key: KeyAlgorithm) -> Result<u32> {
 }
 
 /// Our application instance: a vault key handle and the certificate (chain) that names its public key.
+///
+/// Cloning is cheap (two reference counts): every request's channel information carries one.
 #[derive(Clone)]
 pub struct LocalIdentity {
     key: SharedKey,
-    chain: Vec<u8>,
+    chain: Arc<[u8]>,
     leaf_len: usize,
     thumbprint: [u8; THUMBPRINT_LEN],
 }
@@ -97,7 +99,7 @@ impl LocalIdentity {
             )));
         }
         let (leaf_len, thumbprint) = (leaf.len(), thumbprint(leaf));
-        Ok(LocalIdentity { key, chain: certificate_chain, leaf_len, thumbprint })
+        Ok(LocalIdentity { key, chain: certificate_chain.into(), leaf_len, thumbprint })
     }
 
     /// The vault key handle.

@@ -449,15 +449,11 @@ impl ServiceHandler for Services {
                 ))
             }
             _ => {
-                let header: RequestHeader = match codec.decode_at(&body, at) {
-                    Ok(h) => h,
+                let (token, request_handle) = match codec.route_at(&body, at) {
+                    Ok(route) => route,
                     Err(e) => return Reply::Ready(fault(codec, 0, e.status_code(), now)),
                 };
-                let session = self.inner.sessions.lock().lookup(
-                    &header.authentication_token,
-                    channel.secure_channel_id,
-                    now.instant,
-                );
+                let session = self.inner.sessions.lock().lookup(&token, channel.secure_channel_id, now.instant);
                 match session {
                     Ok(session) => {
                         let limit = session.max_response_message_size;
@@ -468,9 +464,9 @@ impl ServiceHandler for Services {
                             security_mode: channel.mode,
                         };
                         let reply = self.inner.services.handle(id, body, at, ctx, channel);
-                        within_response_limit(reply, limit, header.request_handle, now)
+                        within_response_limit(reply, limit, request_handle, now)
                     }
-                    Err(status) => Reply::Ready(fault(codec, header.request_handle, status, now)),
+                    Err(status) => Reply::Ready(fault(codec, request_handle, status, now)),
                 }
             }
         }

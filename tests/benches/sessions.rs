@@ -16,8 +16,8 @@
 //! 5. a Markdown report on stdout with the ratios against the targets. Progress goes to stderr.
 //!
 //! Environment: `SESSBENCH_CONNECTS` (connects per pair, default 100), `SESSBENCH_QUICK=1` (short phases),
-//! `SESSBENCH_PIN=0` (no pinning), `CERTVAULT_BENCH_SWTPM=1`. Without the `--bench` argument (`cargo test
-//! --benches`) it is a smoke run. Every child process is stopped by a drop guard, also on panic. Nothing here
+//! `SESSBENCH_PIN=0` (no pinning), `CERTVAULT_BENCH_SWTPM=1`, `SESSBENCH_PROFILE=<seconds>` (only our pair's
+//! sequential Reads, for a profiler). Without the `--bench` argument (`cargo test --benches`) it is a smoke run. Every child process is stopped by a drop guard, also on panic. Nothing here
 //! asserts on a time: the targets are printed as met or missed.
 #![forbid(unsafe_code)]
 
@@ -928,6 +928,10 @@ fn client_main() -> Result<()> {
     let client_vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let our_identity = identity(client_vaultd.generate_rsa("opcua-client", 2048), "sessbench client", OUR_CLIENT_URI);
 
+    if let Some(secs) = env_flag("SESSBENCH_PROFILE") {
+        let secs: u64 = secs.parse().context("SESSBENCH_PROFILE must be a number of seconds")?;
+        return profile_sequential(&rt, our_identity, pinned, Duration::from_secs(secs));
+    }
     let main = {
         let servers = ServerProcess::spawn(pinned, &[])?;
         eprintln!("sessbench: servers at {} and {} on CPUs {}", servers.ours.url, servers.peer.url, servers.cpus);
@@ -991,6 +995,27 @@ fn client_main() -> Result<()> {
     };
     report.print();
     Ok(())
+}
+
+/// `SESSBENCH_PROFILE=<seconds>`: only sequential Reads of our client on our server, for a profiler attached to
+/// the two process ids printed on stderr (`perf record -p <server>,<client>`). No report.
+fn profile_sequential(
+    rt: &tokio::runtime::Runtime,
+    our_identity: LocalIdentity,
+    pinned: bool,
+    span: Duration,
+) -> Result<()> {
+    let servers = ServerProcess::spawn(pinned, &[])?;
+    rt.block_on(async {
+        let mut clients = Clients::new(our_identity, &servers).await?;
+        eprintln!("sessbench: profiling: server pid {}, client pid {}", servers.child.id(), std::process::id());
+        // A pause to attach the profiler before the reads start.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rates = measure_rates(&mut clients, &servers, &[Pair::Ours], Phase::Sequential, 1, span).await?;
+        let per_second = rates.first().map(Rate::per_second).unwrap_or_default();
+        eprintln!("sessbench: profiling: {per_second:.0} reads/s");
+        Ok(())
+    })
 }
 
 struct MainRows {

@@ -142,7 +142,7 @@ impl BodyCodec {
         if got == ObjectId::ServiceFault_Encoding_DefaultBinary {
             let fault: ServiceFault = self.decode_at(body, at)?;
             let status = fault.response_header.service_result;
-            return Err(Error::Remote { status, reason: "ServiceFault".into() });
+            return Err(Error::Remote { status, reason: format!("ServiceFault instead of {}", service_name(id)) });
         }
         if got != id {
             return Err(Error::Decoding(format!("expected {id:?}, got {got:?}")));
@@ -150,9 +150,19 @@ impl BodyCodec {
         let response: T = self.decode_at(body, at)?;
         let status = response.service_result();
         if status.is_bad() {
-            return Err(Error::Remote { status, reason: "service result".into() });
+            return Err(Error::Remote { status, reason: format!("{} service result", service_name(id)) });
         }
         Ok(response)
+    }
+}
+
+/// The service a response encoding id belongs to, for error messages: `ActivateSessionResponse_Encoding_DefaultBinary`
+/// names ActivateSession.
+fn service_name(id: ObjectId) -> String {
+    let name = format!("{id:?}");
+    match name.strip_suffix("Response_Encoding_DefaultBinary") {
+        Some(service) => service.to_owned(),
+        None => name,
     }
 }
 
@@ -245,6 +255,8 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.status_code(), StatusCode::BadServiceUnsupported);
+        // The message names the service that failed.
+        assert!(err.to_string().contains("ServiceFault instead of GetEndpoints"), "{err}");
         assert!(codec.peek_id(b"\x01").is_err());
     }
 

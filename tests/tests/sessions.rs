@@ -22,6 +22,7 @@ use certvault_opcua::client::{
     SessionOptions, SubscriptionSettings, UserIdentity,
 };
 use certvault_opcua::server::SessionLimits;
+use certvault_opcua::transport::uacp::Limits;
 use certvault_tests::client::{fast_subscription, next_changes, wait_state};
 use certvault_tests::machine::{MachineServer, OPERATOR, OPERATOR_PASSWORD};
 use certvault_tests::proxy::Proxy;
@@ -448,5 +449,36 @@ async fn sessions_read_a_one_megabyte_value() {
     let again = session.read_value(&server.nodes.blob).await.expect("read after the big write");
     assert!(matches!(again, Variant::ByteString(_)));
     let session = std::sync::Arc::try_unwrap(session).unwrap_or_else(|_| panic!("session still shared"));
+    session.close().await.expect("close");
+}
+
+/// A request over the server's MaxMessageSize is refused before a byte of it is sent (BadRequestTooLarge, at once,
+/// not a timeout), and the session keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_refuse_a_request_over_the_servers_limit_and_keep_serving() {
+    init_tracing();
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
+    let limits = Limits { max_message_size: 256 * 1024, ..Limits::default() };
+    let server = MachineServer::start(&vaultd, 1024, |b| b.limits(limits)).await;
+    let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
+    server.pki.trust(app.certificate()).expect("trust our client");
+    let mut channel = ClientOptions::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
+    channel.identity = Some(app);
+    channel.server_certificate = Some(server.certificate.clone());
+    let mut options = SessionOptions::new(channel);
+    options.application_uri = Some(OUR_CLIENT_URI.into());
+    let session = Session::connect(server.endpoint_url(), options).await.expect("session");
+    let too_big = WriteValue {
+        node_id: server.nodes.blob.clone(),
+        attribute_id: AttributeId::Value as u32,
+        index_range: Default::default(),
+        value: DataValue::value_only(Variant::ByteString(ByteString::from(vec![1u8; 512 * 1024]))),
+    };
+    let started = std::time::Instant::now();
+    let refused = session.write(vec![too_big]).await.expect_err("a 512 KiB Write over a 256 KiB limit");
+    assert_eq!(refused.status_code(), StatusCode::BadRequestTooLarge, "{refused}");
+    assert!(started.elapsed() < STEP_TIMEOUT, "refused locally, not after a timeout");
+    let value = session.read_value(&server.nodes.setpoint).await.expect("the session still serves");
+    assert!(matches!(value, Variant::Double(_)), "{value:?}");
     session.close().await.expect("close");
 }

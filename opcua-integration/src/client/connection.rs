@@ -224,7 +224,15 @@ impl Connection {
             shared.queued.push((body, reply));
             return Ok(None);
         };
-        let id = channel.send_request(body)?;
+        let id = match channel.send_request(body) {
+            Ok(id) => id,
+            Err(e) => {
+                // A refused send may have ended the channel: the task must look.
+                drop(shared);
+                self.wake.notify_one();
+                return Err(e);
+            }
+        };
         shared.pending.insert(id, reply);
         // A full socket buffer, or a failed write, is the task's to handle: it waits for the socket or ends.
         if !matches!(shared.write_out(&self.writer), Ok(true)) {

@@ -333,7 +333,8 @@ async fn run(
                     // Renewal signs a new OpenSecureChannel request: a vault call.
                     let taken = conn.state.lock().channel.take();
                     let Some(taken) = taken else { return Err(Error::ChannelClosed) };
-                    let (back, renewed) = on_blocking_for(Urgency::Established, taken, |c| c.handle_timeout(Now::system())).await?;
+                    let renew = |c: &mut SecureChannel| c.handle_timeout(Now::system());
+                    let (back, renewed) = on_blocking_for(Urgency::Established, taken, renew).await?;
                     let mut shared = conn.state.lock();
                     shared.channel = Some(back);
                     shared.send_queued();

@@ -394,12 +394,8 @@ async fn sessions_transfer_subscriptions_after_the_channel_died() {
     new.close().await.expect("close");
 }
 
-/// A 1 MiB ByteString value crosses the channel whole (many chunks) and decodes on our client.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_read_a_one_megabyte_value() {
-    init_tracing();
-    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
-    let server = MachineServer::start(&vaultd, 1 << 20, |b| b).await;
+/// An anonymous Basic256Sha256 SignAndEncrypt session of a client whose key is in `vaultd` and whom `server` trusts.
+async fn anonymous_session(vaultd: &Vaultd, server: &MachineServer) -> Session {
     let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
     server.pki.trust(app.certificate()).expect("trust our client");
     let mut channel = ClientOptions::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
@@ -408,6 +404,16 @@ async fn sessions_read_a_one_megabyte_value() {
     let mut options = SessionOptions::new(channel);
     options.application_uri = Some(OUR_CLIENT_URI.into());
     let session = Session::connect(server.endpoint_url(), options).await.expect("session");
+    session
+}
+
+/// A 1 MiB ByteString value crosses the channel whole (many chunks) and decodes on our client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_read_a_one_megabyte_value() {
+    init_tracing();
+    let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
+    let server = MachineServer::start(&vaultd, 1 << 20, |b| b).await;
+    let session = anonymous_session(&vaultd, &server).await;
     let value = session.read_value(&server.nodes.blob).await.expect("read the blob");
     let Variant::ByteString(bytes) = value else { panic!("Blob is {value:?}") };
     let bytes = bytes.value.unwrap_or_default();
@@ -460,14 +466,7 @@ async fn sessions_refuse_a_request_over_the_servers_limit_and_keep_serving() {
     let vaultd = Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"));
     let limits = Limits { max_message_size: 256 * 1024, ..Limits::default() };
     let server = MachineServer::start(&vaultd, 1024, |b| b.limits(limits)).await;
-    let app = identity(vaultd.generate_rsa("opcua-client", 2048), "client", OUR_CLIENT_URI);
-    server.pki.trust(app.certificate()).expect("trust our client");
-    let mut channel = ClientOptions::new(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt);
-    channel.identity = Some(app);
-    channel.server_certificate = Some(server.certificate.clone());
-    let mut options = SessionOptions::new(channel);
-    options.application_uri = Some(OUR_CLIENT_URI.into());
-    let session = Session::connect(server.endpoint_url(), options).await.expect("session");
+    let session = anonymous_session(&vaultd, &server).await;
     let too_big = WriteValue {
         node_id: server.nodes.blob.clone(),
         attribute_id: AttributeId::Value as u32,

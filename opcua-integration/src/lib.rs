@@ -36,6 +36,7 @@ pub mod channel;
 pub mod client;
 pub mod config_file;
 pub mod error;
+pub mod id_map;
 pub mod pki;
 pub mod server;
 pub mod service;

@@ -474,7 +474,7 @@ impl ReaderHandle {
             ReaderHandle::Ours(session) => session.read_value(node).await?,
             ReaderHandle::Peer(session) => {
                 let mut values =
-                    session.read(&[ReadValueId::from(node.clone())], TimestampsToReturn::Both, 0.0).await?;
+                    session.read(&[ReadValueId::from(node.clone())], TimestampsToReturn::Neither, 0.0).await?;
                 let value = values.pop().context("no DataValue")?;
                 ensure!(value.status.is_none_or(|s| s.is_good()), "read status {:?}", value.status);
                 value.value.context("no value")?

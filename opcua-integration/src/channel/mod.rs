@@ -4,6 +4,7 @@
 pub mod asymmetric;
 pub mod chunk;
 pub mod keys;
+pub mod mac;
 pub mod policy;
 pub mod secure_channel;
 pub mod sequence;

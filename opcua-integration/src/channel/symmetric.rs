@@ -9,11 +9,11 @@ use std::fmt;
 use aws_lc_rs::cipher::{
     DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256,
 };
-use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 
 use super::chunk::{Blocks, ChunkHeader, ChunkLayout, SequenceHeader, CHUNK_HEADER_LEN, SEQUENCE_HEADER_LEN};
 use super::keys::DerivedKeys;
+use super::mac::ChunkMac;
 use super::policy::{SecurityMode, SecurityPolicy};
 use crate::error::{Error, Result};
 use crate::transport::uacp::{ChunkType, MessageType};
@@ -31,7 +31,7 @@ pub fn peek_token_id(chunk: &[u8]) -> Result<u32> {
 }
 
 struct Crypto {
-    mac: hmac::Key,
+    mac: ChunkMac,
     mac_len: usize,
     iv: [u8; AES_BLOCK],
     aes: Option<UnboundParts>,
@@ -66,7 +66,7 @@ fn crypto(policy: SecurityPolicy, mode: SecurityMode, keys: &DerivedKeys, encryp
     } else {
         None
     };
-    Ok(Some(Crypto { mac: hmac::Key::new(sig.hmac(), keys.signing_key()), mac_len: sig.len(), iv, aes }))
+    Ok(Some(Crypto { mac: ChunkMac::new(sig, keys.signing_key()), mac_len: sig.len(), iv, aes }))
 }
 
 fn layout(crypto: Option<&Crypto>) -> ChunkLayout {
@@ -129,7 +129,7 @@ impl SymmetricSealer {
         out.extend_from_slice(body);
         let Some(crypto) = &self.crypto else { return Ok(out) };
         layout.write_padding(&mut out, body.len());
-        let tag = hmac::sign(&crypto.mac, &out);
+        let tag = crypto.mac.sign(&out);
         out.extend_from_slice(tag.as_ref());
         if let Some(UnboundParts::Encrypt(key)) = &crypto.aes {
             let region = out.get_mut(CHUNK_HEADER_LEN + SYMMETRIC_HEADER_LEN..).ok_or(Error::Crypto("chunk layout"))?;
@@ -219,8 +219,10 @@ impl SymmetricOpener {
         let mac_at = data.len().checked_sub(crypto.mac_len).filter(|&at| at >= start + SEQUENCE_HEADER_LEN);
         let mac_at = mac_at.ok_or_else(|| bad("chunk too short for its signature"))?;
         let (signed, tag) = data.split_at(mac_at);
-        // hmac::verify compares in constant time.
-        hmac::verify(&crypto.mac, signed, tag).map_err(|_| bad("MAC"))?;
+        // Compared in constant time.
+        if !crypto.mac.verify(signed, tag) {
+            return Err(bad("MAC"));
+        }
         let plain = signed.get(start..).ok_or_else(|| bad("chunk layout"))?;
         let body_end = if crypto.aes.is_some() { layout(Some(crypto)).check_padding(plain)? } else { plain.len() };
         let mut r = Reader::new(plain);
@@ -362,7 +364,7 @@ mod tests {
         let pad_at = out.len();
         layout.write_padding(&mut out, body.len());
         out[pad_at + 1] ^= 1;
-        let tag = hmac::sign(&crypto.mac, &out);
+        let tag = crypto.mac.sign(&out);
         out.extend_from_slice(tag.as_ref());
         if let Some(UnboundParts::Encrypt(key)) = &crypto.aes {
             key.less_safe_encrypt(&mut out[16..], EncryptionContext::Iv128(FixedLength::from(crypto.iv))).unwrap();

@@ -10,7 +10,7 @@
 //! a renewed token's response is RSA work), during which callers queue their requests and the task sends them as
 //! soon as the channel is back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use super::ChannelState;
 use crate::channel::secure_channel::{Event, Now, SecureChannel};
 use crate::error::{Error, Result};
+use crate::id_map::IdMap;
 use crate::transport::tcp::{self, on_blocking_for};
 use crate::transport::uacp::{Frame, FrameDecoder};
 use crate::vault_pool::Urgency;
@@ -47,7 +48,7 @@ struct Shared {
     /// `None` while a vault step has the channel on a blocking thread.
     channel: Option<SecureChannel>,
     /// Sent requests by request id.
-    pending: HashMap<u32, Reply>,
+    pending: IdMap<u32, Reply>,
     /// Requests made while the channel was away.
     queued: Vec<(Vec<u8>, Reply)>,
     /// Sealed frames not yet (fully) written, in order.
@@ -72,6 +73,16 @@ impl Outbox {
     /// socket buffer is full.
     fn write(&mut self, writer: &OwnedWriteHalf) -> std::io::Result<bool> {
         while !self.frames.is_empty() {
+            if self.frames.len() == 1 {
+                // The usual case, one request: no slice list to build.
+                let Some(front) = self.frames.front() else { break };
+                match writer.try_write(front.get(self.offset..).unwrap_or_default()) {
+                    Ok(n) => self.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let mut slices = Vec::with_capacity(self.frames.len().min(WRITE_SLICES));
             for (i, frame) in self.frames.iter().take(WRITE_SLICES).enumerate() {
                 let start = if i == 0 { self.offset } else { 0 };
@@ -200,7 +211,7 @@ impl Connection {
             writer,
             state: Mutex::new(Shared {
                 channel: Some(channel),
-                pending: HashMap::new(),
+                pending: IdMap::default(),
                 queued: Vec::new(),
                 outbox: Outbox::default(),
                 close_requested: false,
@@ -299,6 +310,10 @@ async fn run(
     let guard = EndGuard(conn.clone());
     let mut buf = vec![0u8; READ_CHUNK];
     let mut timer = tcp::Deadline::new();
+    // One waiter for the whole task, re-armed only after it fires: a fresh `notified()` per turn registered (and
+    // deregistered) a waiter under the Notify's lock for every response.
+    let wake = conn.wake.notified();
+    tokio::pin!(wake);
     let outcome: Result<()> = async {
         loop {
             let (deadline, writing) = {
@@ -328,7 +343,7 @@ async fn run(
                 },
                 // Written at the top of the loop.
                 ready = conn.writer.writable(), if writing => ready?,
-                () = conn.wake.notified() => {}
+                () = &mut wake => wake.set(conn.wake.notified()),
                 () = timer.wait(deadline) => {
                     // Renewal signs a new OpenSecureChannel request: a vault call.
                     let taken = conn.state.lock().channel.take();

@@ -205,7 +205,10 @@ impl Session {
 
     /// The Value of one node; a bad status of the value is [`Error::Remote`].
     pub async fn read_value(&self, node: &NodeId) -> Result<Variant> {
-        let value = self.read_values(std::slice::from_ref(node)).await?.pop().unwrap_or_default();
+        // Only the value is returned, so no timestamps are asked for: the server does not encode them and we do not
+        // decode them (two DateTime conversions each way).
+        let value =
+            self.read(vec![ReadValueId::from(node)], TimestampsToReturn::Neither, 0.0).await?.pop().unwrap_or_default();
         status_ok(value.status(), "Read value")?;
         Ok(value.value.unwrap_or_default())
     }

@@ -5,7 +5,6 @@
 //! slow on purpose (Argon2id) run in the service layer between [`SessionManager::begin_activate`] and
 //! [`SessionManager::finish_activate`], outside any lock.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use opcua_types::{ByteString, Guid, NodeId, StatusCode};
 use super::access::Principal;
 use crate::channel::asymmetric::{LocalIdentity, PeerCertificate};
 use crate::channel::policy::{SecurityMode, SecurityPolicy};
+use crate::id_map::IdMap;
 use crate::session::new_nonce;
 use crate::transport::tcp::ChannelInfo;
 
@@ -128,13 +128,13 @@ pub struct SessionRef {
 #[derive(Debug, Default)]
 pub struct SessionManager {
     limits: SessionLimits,
-    sessions: HashMap<NodeId, Session>,
+    sessions: IdMap<NodeId, Session>,
 }
 
 impl SessionManager {
     /// No sessions yet.
     pub fn new(limits: SessionLimits) -> Self {
-        SessionManager { limits, sessions: HashMap::new() }
+        SessionManager { limits, sessions: IdMap::default() }
     }
 
     /// How many sessions exist.

@@ -209,10 +209,19 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
     let mut core = Some(connection);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
-    let mut channel_id = None;
+    let mut info = None;
     let mut timer = Deadline::new();
+    // One future for the whole connection: re-creating `changed()` every turn registered a waiter per request.
+    let stopped = async move {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(stopped);
     let result = loop {
-        if let Err(e) = process(&mut core, handler, &mut pending, &mut channel_id).await {
+        if let Err(e) = process(&mut core, handler, &mut pending, &mut info).await {
             tracing::debug!(error = %e, "connection step failed");
         }
         let Some(conn) = core.as_mut() else { break Err(Error::ChannelClosed) };
@@ -237,17 +246,13 @@ pub async fn serve_connection<H: ServiceHandler + ?Sized>(
                     break Ok(());
                 }
             }
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break Ok(());
-                }
-            }
+            () = &mut stopped => break Ok(()),
         }
     };
     // Pending replies die with the connection; drop them first so the handler sees their receivers closed.
     drop(pending);
-    if let Some(id) = channel_id {
-        handler.channel_closed(id);
+    if let Some(info) = info {
+        handler.channel_closed(info.secure_channel_id);
     }
     let _ = stream.shutdown().await;
     result
@@ -262,29 +267,32 @@ async fn process<H: ServiceHandler + ?Sized>(
     core: &mut Option<ServerConnection>,
     handler: &H,
     pending: &mut FuturesUnordered<Pending>,
-    channel_id: &mut Option<u32>,
+    info: &mut Option<ChannelInfo>,
 ) -> Result<()> {
     loop {
-        let Some(mut conn) = core.take() else { return Err(Error::ChannelClosed) };
-        // One clock reading per frame serves its processing and the request it completes.
+        let Some(conn) = core.as_mut() else { return Err(Error::ChannelClosed) };
+        let Some(kind) = conn.peek_kind() else { return Ok(()) };
+        // One clock reading per frame serves its processing and the request it completes (and none when no frame
+        // is there: the wall clock's conversion to an OPC UA DateTime is a tenth of a microsecond).
         let mut now = Now::system();
-        let step = if conn.next_needs_vault() {
+        let step = if needs_vault(kind) {
+            // Only a vault step moves the core (onto a blocking thread); a MSG frame is processed in place.
+            let Some(owned) = core.take() else { return Err(Error::ChannelClosed) };
             // An OpenSecureChannel on an open channel renews its token: that keeps established traffic alive.
-            let renewal = conn.channel().is_some_and(|c| c.token_id().is_some());
+            let renewal = owned.channel().is_some_and(|c| c.token_id().is_some());
             let urgency = if renewal { Urgency::Established } else { Urgency::New };
-            let (back, step) = on_blocking_for(urgency, conn, |c| c.process_next(Now::system())).await?;
-            conn = back;
+            let (back, step) = on_blocking_for(urgency, owned, |c| c.process_next(Now::system())).await?;
+            *core = Some(back);
             // The vault call took its time.
             now = Now::system();
             step
         } else {
             conn.process_next(now)
         };
-        drain_events(&mut conn, handler, pending, channel_id, now);
-        let closed = conn.is_closed();
-        *core = Some(conn);
+        let Some(conn) = core.as_mut() else { return Err(Error::ChannelClosed) };
+        drain_events(conn, handler, pending, info, now);
         match step {
-            Ok(true) if !closed => continue,
+            Ok(true) if !conn.is_closed() => continue,
             Ok(_) => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -312,20 +320,28 @@ fn drain_events<H: ServiceHandler + ?Sized>(
     conn: &mut ServerConnection,
     handler: &H,
     pending: &mut FuturesUnordered<Pending>,
-    channel_id: &mut Option<u32>,
+    info: &mut Option<ChannelInfo>,
     now: Now,
 ) {
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Request { request_id, body } => {
-                let Some(channel) = conn.channel() else { return };
-                match handler.handle(body, &ChannelInfo::of(channel), now) {
+                // What a handler learns of the channel is fixed when its token is issued: built once, not per
+                // request.
+                let channel_info = match info {
+                    Some(info) => &*info,
+                    None => {
+                        let Some(channel) = conn.channel() else { return };
+                        info.insert(ChannelInfo::of(channel))
+                    }
+                };
+                match handler.handle(body, channel_info, now) {
                     Reply::Ready(response) => send_response(conn, request_id, response),
                     Reply::Later(future) => pending.push(Box::pin(async move { (request_id, future.await) })),
                 }
             }
             Event::Opened { secure_channel_id, token_id, revised_lifetime_ms, renewed } => {
-                *channel_id = Some(secure_channel_id);
+                *info = conn.channel().map(ChannelInfo::of);
                 let span = tracing::Span::current();
                 if let Some(channel) = conn.channel() {
                     span.record("channel_id", secure_channel_id);

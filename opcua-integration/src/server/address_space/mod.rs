@@ -27,7 +27,6 @@ mod translate;
 mod value_type;
 mod write;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,6 +38,7 @@ use opcua_types::{
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::access::{RequestContext, UserRole};
+use crate::id_map::IdMap;
 
 pub use browse::ContinuationPoints;
 pub use builder::{FolderSpec, MethodSpec, ObjectSpec, VariableSpec};
@@ -116,13 +116,13 @@ pub const DEFAULT_ROLE: UserRole = UserRole::Operator;
 
 /// Nodes by NodeId, references, the type tree and the namespace array.
 pub struct AddressSpace {
-    nodes: HashMap<NodeId, NodeType>,
+    nodes: IdMap<NodeId, NodeType>,
     references: References,
     type_tree: DefaultTypeTree,
     namespaces: Vec<String>,
     limits: AddressSpaceLimits,
-    variables: HashMap<NodeId, VariableBehaviour>,
-    methods: HashMap<NodeId, MethodBehaviour>,
+    variables: IdMap<NodeId, VariableBehaviour>,
+    methods: IdMap<NodeId, MethodBehaviour>,
 }
 
 impl fmt::Debug for AddressSpace {
@@ -146,13 +146,13 @@ impl AddressSpace {
         let mut type_tree = DefaultTypeTree::new();
         type_tree.namespaces_mut().add_namespace(local_uri);
         AddressSpace {
-            nodes: HashMap::new(),
+            nodes: IdMap::default(),
             references: References::new(),
             type_tree,
             namespaces: vec![ns0::NS0_URI.to_string(), local_uri.to_string()],
             limits,
-            variables: HashMap::new(),
-            methods: HashMap::new(),
+            variables: IdMap::default(),
+            methods: IdMap::default(),
         }
     }
 

@@ -189,7 +189,7 @@ impl Session {
     ) -> Result<Vec<DataValue>> {
         let count = nodes.len();
         let request = ReadRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             max_age,
             timestamps_to_return: timestamps,
             nodes_to_read: Some(nodes),
@@ -216,7 +216,7 @@ impl Session {
     /// Write: one status per value.
     pub async fn write(&self, values: Vec<WriteValue>) -> Result<Vec<StatusCode>> {
         let count = values.len();
-        let request = WriteRequest { request_header: RequestHeader::dummy(), nodes_to_write: Some(values) };
+        let request = WriteRequest { request_header: RequestHeader::default(), nodes_to_write: Some(values) };
         let response = self.inner.send(request, None).await?;
         exactly("Write", count, response.results)
     }
@@ -243,7 +243,7 @@ impl Session {
     ) -> Result<Vec<BrowseResult>> {
         let count = nodes.len();
         let request = BrowseRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             view: view.unwrap_or_default(),
             requested_max_references_per_node: max_references,
             nodes_to_browse: Some(nodes),
@@ -256,7 +256,7 @@ impl Session {
     pub async fn browse_next(&self, release: bool, continuation_points: Vec<ByteString>) -> Result<Vec<BrowseResult>> {
         let count = continuation_points.len();
         let request = BrowseNextRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             release_continuation_points: release,
             continuation_points: Some(continuation_points),
         };
@@ -293,7 +293,7 @@ impl Session {
     pub async fn translate_browse_paths(&self, paths: Vec<BrowsePath>) -> Result<Vec<BrowsePathResult>> {
         let count = paths.len();
         let request =
-            TranslateBrowsePathsToNodeIdsRequest { request_header: RequestHeader::dummy(), browse_paths: Some(paths) };
+            TranslateBrowsePathsToNodeIdsRequest { request_header: RequestHeader::default(), browse_paths: Some(paths) };
         let response = self.inner.send(request, None).await?;
         exactly("TranslateBrowsePathsToNodeIds", count, response.results)
     }
@@ -301,7 +301,7 @@ impl Session {
     /// Call: one result per method call.
     pub async fn call(&self, methods: Vec<CallMethodRequest>) -> Result<Vec<CallMethodResult>> {
         let count = methods.len();
-        let request = CallRequest { request_header: RequestHeader::dummy(), methods_to_call: Some(methods) };
+        let request = CallRequest { request_header: RequestHeader::default(), methods_to_call: Some(methods) };
         let response = self.inner.send(request, None).await?;
         exactly("Call", count, response.results)
     }
@@ -321,7 +321,7 @@ impl Session {
     /// RegisterNodes: the ids to use instead (possibly the same).
     pub async fn register_nodes(&self, nodes: Vec<NodeId>) -> Result<Vec<NodeId>> {
         let count = nodes.len();
-        let request = RegisterNodesRequest { request_header: RequestHeader::dummy(), nodes_to_register: Some(nodes) };
+        let request = RegisterNodesRequest { request_header: RequestHeader::default(), nodes_to_register: Some(nodes) };
         let response = self.inner.send(request, None).await?;
         exactly("RegisterNodes", count, response.registered_node_ids)
     }
@@ -329,7 +329,7 @@ impl Session {
     /// UnregisterNodes.
     pub async fn unregister_nodes(&self, nodes: Vec<NodeId>) -> Result<()> {
         let request =
-            UnregisterNodesRequest { request_header: RequestHeader::dummy(), nodes_to_unregister: Some(nodes) };
+            UnregisterNodesRequest { request_header: RequestHeader::default(), nodes_to_unregister: Some(nodes) };
         self.inner.send(request, None).await.map(|_| ())
     }
 
@@ -341,7 +341,7 @@ impl Session {
         publishing_enabled: bool,
     ) -> Result<CreateSubscriptionResponse> {
         let request = CreateSubscriptionRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             requested_publishing_interval: millis(settings.publishing_interval),
             requested_lifetime_count: settings.lifetime_count,
             requested_max_keep_alive_count: settings.max_keep_alive_count,
@@ -359,7 +359,7 @@ impl Session {
         settings: &SubscriptionSettings,
     ) -> Result<ModifySubscriptionResponse> {
         let request = ModifySubscriptionRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             requested_publishing_interval: millis(settings.publishing_interval),
             requested_lifetime_count: settings.lifetime_count,
@@ -374,7 +374,7 @@ impl Session {
     pub async fn delete_subscriptions(&self, ids: Vec<u32>) -> Result<Vec<StatusCode>> {
         let count = ids.len();
         let request =
-            DeleteSubscriptionsRequest { request_header: RequestHeader::dummy(), subscription_ids: Some(ids) };
+            DeleteSubscriptionsRequest { request_header: RequestHeader::default(), subscription_ids: Some(ids) };
         let response = self.inner.send(request, None).await?;
         exactly("DeleteSubscriptions", count, response.results)
     }
@@ -388,7 +388,7 @@ impl Session {
     ) -> Result<Vec<MonitoredItemCreateResult>> {
         let count = items.len();
         let request = CreateMonitoredItemsRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             timestamps_to_return: timestamps,
             items_to_create: Some(items),
@@ -406,7 +406,7 @@ impl Session {
     ) -> Result<Vec<MonitoredItemModifyResult>> {
         let count = items.len();
         let request = ModifyMonitoredItemsRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             timestamps_to_return: timestamps,
             items_to_modify: Some(items),
@@ -419,7 +419,7 @@ impl Session {
     pub async fn delete_monitored_items(&self, subscription_id: u32, ids: Vec<u32>) -> Result<Vec<StatusCode>> {
         let count = ids.len();
         let request = DeleteMonitoredItemsRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             monitored_item_ids: Some(ids),
         };
@@ -436,7 +436,7 @@ impl Session {
     ) -> Result<Vec<StatusCode>> {
         let count = ids.len();
         let request = SetMonitoringModeRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             monitoring_mode: mode,
             monitored_item_ids: Some(ids),
@@ -449,7 +449,7 @@ impl Session {
     pub async fn set_publishing_mode(&self, enabled: bool, subscription_ids: Vec<u32>) -> Result<Vec<StatusCode>> {
         let count = subscription_ids.len();
         let request = SetPublishingModeRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             publishing_enabled: enabled,
             subscription_ids: Some(subscription_ids),
         };
@@ -465,7 +465,7 @@ impl Session {
         timeout: Duration,
     ) -> Result<PublishResponse> {
         let request = PublishRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_acknowledgements: Some(acknowledgements),
         };
         self.inner.send(request, Some(timeout)).await
@@ -474,7 +474,7 @@ impl Session {
     /// Republish: one NotificationMessage the server still keeps.
     pub async fn republish(&self, subscription_id: u32, sequence_number: u32) -> Result<NotificationMessage> {
         let request = RepublishRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_id,
             retransmit_sequence_number: sequence_number,
         };
@@ -489,7 +489,7 @@ impl Session {
     ) -> Result<Vec<TransferResult>> {
         let count = subscription_ids.len();
         let request = TransferSubscriptionsRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_ids: Some(subscription_ids),
             send_initial_values,
         };

@@ -197,6 +197,8 @@ impl Inner {
         timeout: Option<Duration>,
     ) -> Result<R::Response> {
         let timeout = timeout.unwrap_or(client.timeout());
+        // Callers build requests with `RequestHeader::default()`: the real header (token, handle, timestamp) is made
+        // here, so the placeholder should not read the clock.
         *request.header_mut() = self.header(timeout);
         let body = self.codec.encode(R::REQUEST, &request)?;
         let result = client.call_with_timeout(body, timeout).await;
@@ -268,7 +270,7 @@ impl Inner {
     /// Reads Server_ServerStatus_CurrentTime: the cheapest request that counts as session activity.
     pub async fn keep_alive(&self, client: &Client) -> Result<()> {
         let request = ReadRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             max_age: 0.0,
             timestamps_to_return: TimestampsToReturn::Neither,
             nodes_to_read: Some(vec![ReadValueId::from(NodeId::from(VariableId::Server_ServerStatus_CurrentTime))]),
@@ -308,7 +310,7 @@ impl Inner {
         let client_nonce = session::new_nonce()?;
         let own = self.own_certificate().map(<[u8]>::to_vec);
         let request = CreateSessionRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             client_description: self.client_description(),
             server_uri: self.endpoint.server.application_uri.clone(),
             endpoint_url: self.url.as_str().into(),
@@ -385,7 +387,7 @@ impl Inner {
         .map_err(|e| Error::Io(std::io::Error::other(format!("signing task failed: {e}"))))??;
         let (client_signature, user_identity_token, user_token_signature) = signed;
         let request = ActivateSessionRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             client_signature,
             client_software_certificates: None,
             locale_ids: None,
@@ -403,7 +405,7 @@ impl Inner {
     }
 
     pub async fn close_session_on(&self, client: &Client) -> Result<()> {
-        let request = CloseSessionRequest { request_header: RequestHeader::dummy(), delete_subscriptions: true };
+        let request = CloseSessionRequest { request_header: RequestHeader::default(), delete_subscriptions: true };
         self.send_on(client, request, None).await.map(|_| ())
     }
 

@@ -255,7 +255,7 @@ impl Drop for SubscriptionStream {
         let (Some(sub), Ok(runtime)) = (removed, tokio::runtime::Handle::try_current()) else { return };
         runtime.spawn(async move {
             let request = opcua_types::DeleteSubscriptionsRequest {
-                request_header: RequestHeader::dummy(),
+                request_header: RequestHeader::default(),
                 subscription_ids: Some(vec![sub.server_id]),
             };
             if let Err(e) = inner.send(request, None).await {
@@ -273,7 +273,7 @@ async fn create_on_server(
     items: &[Item],
 ) -> Result<(u32, Duration, u32)> {
     let request = opcua_types::CreateSubscriptionRequest {
-        request_header: RequestHeader::dummy(),
+        request_header: RequestHeader::default(),
         requested_publishing_interval: params.publishing_interval.as_secs_f64() * 1000.0,
         requested_lifetime_count: params.lifetime_count,
         requested_max_keep_alive_count: params.max_keep_alive_count,
@@ -303,7 +303,7 @@ async fn create_on_server(
         .collect::<Vec<_>>();
     let count = requests.len();
     let request = opcua_types::CreateMonitoredItemsRequest {
-        request_header: RequestHeader::dummy(),
+        request_header: RequestHeader::default(),
         subscription_id: created.subscription_id,
         timestamps_to_return: TimestampsToReturn::Both,
         items_to_create: Some(requests),
@@ -320,7 +320,7 @@ async fn create_on_server(
     });
     if let Err(e) = results {
         let delete = opcua_types::DeleteSubscriptionsRequest {
-            request_header: RequestHeader::dummy(),
+            request_header: RequestHeader::default(),
             subscription_ids: Some(vec![created.subscription_id]),
         };
         let _ = inner.send_on(client, delete, None).await;
@@ -387,7 +387,7 @@ pub(crate) async fn recover(inner: &Inner, client: &Client) -> Result<()> {
         return Ok(());
     }
     let request = TransferSubscriptionsRequest {
-        request_header: RequestHeader::dummy(),
+        request_header: RequestHeader::default(),
         subscription_ids: Some(ids.iter().map(|(_, server)| *server).collect()),
         send_initial_values: true,
     };
@@ -489,7 +489,7 @@ async fn handle_publish(inner: &Inner, client: &Client, response: PublishRespons
                 continue;
             }
             let request = RepublishRequest {
-                request_header: RequestHeader::dummy(),
+                request_header: RequestHeader::default(),
                 subscription_id: server_id,
                 retransmit_sequence_number: *seq,
             };
@@ -543,7 +543,7 @@ pub(crate) async fn publish_loop(inner: Arc<Inner>) {
                 let timeout = wait + client.timeout();
                 in_flight.push(async move {
                     let request = PublishRequest {
-                        request_header: RequestHeader::dummy(),
+                        request_header: RequestHeader::default(),
                         subscription_acknowledgements: Some(acks.clone()),
                     };
                     let result = inner.send_on(&client, request, Some(timeout)).await;

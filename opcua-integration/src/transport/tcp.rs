@@ -77,8 +77,14 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// Writes everything `poll` yields: frames are gathered into writes of about [`WRITE_BATCH`] bytes.
 pub async fn flush(stream: &mut TcpStream, mut poll: impl FnMut() -> Option<Vec<u8>>) -> Result<()> {
+    let Some(first) = poll() else { return Ok(()) };
+    let Some(second) = poll() else {
+        // The usual case, one response: written as it is, without gathering (an allocation and a copy).
+        stream.write_all(&first).await?;
+        return Ok(());
+    };
     let mut out = Vec::new();
-    while let Some(bytes) = poll() {
+    for bytes in [first, second].into_iter().chain(std::iter::from_fn(poll)) {
         if out.is_empty() && bytes.len() >= WRITE_BATCH / 2 {
             // A whole chunk: write it as it is, without copying.
             stream.write_all(&bytes).await?;

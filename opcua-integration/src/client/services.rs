@@ -292,8 +292,10 @@ impl Session {
     /// TranslateBrowsePathsToNodeIds.
     pub async fn translate_browse_paths(&self, paths: Vec<BrowsePath>) -> Result<Vec<BrowsePathResult>> {
         let count = paths.len();
-        let request =
-            TranslateBrowsePathsToNodeIdsRequest { request_header: RequestHeader::default(), browse_paths: Some(paths) };
+        let request = TranslateBrowsePathsToNodeIdsRequest {
+            request_header: RequestHeader::default(),
+            browse_paths: Some(paths),
+        };
         let response = self.inner.send(request, None).await?;
         exactly("TranslateBrowsePathsToNodeIds", count, response.results)
     }

@@ -182,11 +182,16 @@ pub(crate) fn channel_lost(error: &Error) -> bool {
 
 impl Inner {
     fn header(&self, timeout: Duration) -> RequestHeader {
-        let token = self.ids.lock().auth_token.clone();
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let mut header = RequestHeader::new(&token, &DateTime::now(), handle);
-        header.timeout_hint = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        header
+        // Built field by field: `RequestHeader::new` takes the token by reference and clones it a second time.
+        RequestHeader {
+            authentication_token: self.ids.lock().auth_token.clone(),
+            timestamp: DateTime::now(),
+            request_handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
+            return_diagnostics: opcua_types::DiagnosticBits::empty(),
+            audit_entry_id: opcua_types::UAString::null(),
+            timeout_hint: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            additional_header: opcua_types::ExtensionObject::null(),
+        }
     }
 
     /// Sends `request` on `client` (whatever the session state) with the session's authentication token.

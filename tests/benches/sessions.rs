@@ -653,16 +653,17 @@ struct SwtpmToken {
     store: String,
 }
 
-/// Starts `cmd` from a background thread (SCHED_IDLE), so the child and everything it starts inherit that policy.
-fn spawn_in_background(cmd: &mut Command) -> std::io::Result<Child> {
+/// Runs `start` on a background thread (SCHED_IDLE): the processes it starts, and everything they start, inherit
+/// that policy (and the nice value).
+fn in_background<T: Send>(start: impl FnOnce() -> T + Send) -> Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 certvault_opcua::vault_pool::make_background_thread();
-                cmd.spawn()
+                start()
             })
             .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+            .map_err(|_| anyhow!("a background start-up thread panicked"))
     })
 }
 
@@ -685,7 +686,7 @@ impl SwtpmToken {
         }
         cmd.arg(&script);
         cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = spawn_in_background(&mut cmd).with_context(|| format!("run {}", script.display()))?;
+        let mut child = in_background(|| cmd.spawn())?.with_context(|| format!("run {}", script.display()))?;
         let stdout = child.stdout.take().context("script stdout")?;
         let mut vars = std::collections::HashMap::new();
         let mut failure = None;
@@ -794,13 +795,7 @@ async fn measure_swtpm(
     // answer: about 3 private-key operations per connect) runs in their own vaultd at nice 19. In the measured
     // client's vaultd, at normal priority on the measured client's CPU, it took that CPU from the measured reads for
     // about a millisecond at a time: the load generator's cost, not the server's behaviour under load.
-    let load_vaultd = std::thread::spawn(|| {
-        // A child inherits the scheduling policy and nice value of the thread that starts it.
-        certvault_opcua::vault_pool::make_background_thread();
-        Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd"))
-    })
-    .join()
-    .map_err(|_| anyhow!("starting the load generator's vaultd panicked"))?;
+    let load_vaultd = in_background(|| Vaultd::start(env!("CARGO_BIN_EXE_tests-vaultd")))?;
     let load_identity = identity(load_vaultd.generate_rsa("load-client", 2048), "sessbench load", OUR_CLIENT_URI);
     let stop = Arc::new(AtomicBool::new(false));
     let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));

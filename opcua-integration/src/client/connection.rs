@@ -31,7 +31,7 @@ use crate::vault_pool::Urgency;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames handed to one vectored write.
-const WRITE_SLICES: usize = 64;
+const WRITE_SLICES: usize = 16;
 
 /// Where a response goes.
 pub(super) type Reply = oneshot::Sender<Result<Vec<u8>>>;
@@ -73,22 +73,16 @@ impl Outbox {
     /// socket buffer is full.
     fn write(&mut self, writer: &OwnedWriteHalf) -> std::io::Result<bool> {
         while !self.frames.is_empty() {
-            if self.frames.len() == 1 {
-                // The usual case, one request: no slice list to build.
-                let Some(front) = self.frames.front() else { break };
-                match writer.try_write(front.get(self.offset..).unwrap_or_default()) {
-                    Ok(n) => self.advance(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => return Err(e),
-                }
-                continue;
+            // On the stack: a write per request must not allocate its slice list.
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+                let start = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(frame.get(start..).unwrap_or_default());
+                count += 1;
             }
-            let mut slices = Vec::with_capacity(self.frames.len().min(WRITE_SLICES));
-            for (i, frame) in self.frames.iter().take(WRITE_SLICES).enumerate() {
-                let start = if i == 0 { self.offset } else { 0 };
-                slices.push(IoSlice::new(&frame[start..]));
-            }
-            match writer.try_write_vectored(&slices) {
+            let slices = &slices[..count];
+            match writer.try_write_vectored(slices) {
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),

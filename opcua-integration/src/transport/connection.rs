@@ -117,12 +117,6 @@ impl ServerConnection {
         }
     }
 
-    /// True when processing the next frame calls the vault (an OpenSecureChannel with any policy but None has to be
-    /// decrypted and answered with a signature): the driver runs that step on a blocking thread.
-    pub fn next_needs_vault(&mut self) -> bool {
-        self.peek_kind() == Some(MessageType::OpenSecureChannel)
-    }
-
     /// Processes the next whole frame, if any. Returns `Ok(false)` when there was none. On a failure the Error
     /// message is queued, the connection is closed, and the error is returned for the log.
     pub fn process_next(&mut self, now: Now) -> Result<bool> {

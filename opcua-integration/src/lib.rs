@@ -25,7 +25,8 @@
 //! - [`client`]: the `opc.tcp` client: connect, certificate checks before the channel, renewal, discovery calls.
 //! - [`session`]: what client and server share about sessions: signatures over certificate and nonce, the encrypted
 //!   user secret.
-//! - [`service`]: encoding and decoding of service request/response bodies.
+//! - [`service`]: encoding and decoding of service request/response bodies; [`read_codec`]: the Read service's
+//!   bodies on the hot path.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! Every failure is an [`Error`] whose [`Error::status_code`] is the OPC UA status the specification names.
@@ -38,6 +39,7 @@ pub mod config_file;
 pub mod error;
 pub mod id_map;
 pub mod pki;
+pub mod read_codec;
 pub mod server;
 pub mod service;
 pub mod session;

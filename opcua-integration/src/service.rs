@@ -62,6 +62,11 @@ impl BodyCodec {
         &SHARED
     }
 
+    /// The encoding context (limits, namespaces) for codecs that write or parse parts of a body themselves.
+    pub fn context(&self) -> opcua_types::Context<'_> {
+        self.context.context()
+    }
+
     /// The NodeId at the start of `body` (known as a message type or not), and where the structure starts.
     pub fn peek_node(&self, body: &[u8]) -> Result<(NodeId, usize)> {
         let ctx = self.context.context();

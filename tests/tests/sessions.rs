@@ -9,7 +9,8 @@
 //! - a client that stops its keep-alives loses its session at the server's timeout, while one that keeps them
 //!   does not;
 //! - TransferSubscriptions moves a subscription to a new session after the old session's channel died, and
-//!   another user may not take it.
+//!   another user may not take it;
+//! - requests the server holds time out at their own deadlines while the session keeps serving.
 //!
 //! Run with `--nocapture` to see the matrix.
 
@@ -21,6 +22,8 @@ use certvault_opcua::client::{
     ClientOptions, ConnectionState, DataChange, EndpointFilter, MonitoredItemSpec, ReconnectPolicy, Session,
     SessionOptions, SubscriptionSettings, UserIdentity,
 };
+use certvault_opcua::error::Error;
+use certvault_opcua::server::address_space::MethodSpec;
 use certvault_opcua::server::SessionLimits;
 use certvault_opcua::transport::uacp::Limits;
 use certvault_tests::client::{fast_subscription, next_changes, wait_state};
@@ -29,8 +32,9 @@ use certvault_tests::proxy::Proxy;
 use certvault_tests::{identity, init_tracing, matrix_cases, Matrix, Vaultd, STEP_TIMEOUT};
 use futures_util::StreamExt;
 use opcua_types::{
-    AttributeId, ByteString, DataChangeNotification, DataValue, MessageSecurityMode, MonitoredItemCreateRequest,
-    MonitoringMode, MonitoringParameters, ReadValueId, StatusCode, TimestampsToReturn, Variant, WriteValue,
+    AttributeId, ByteString, CallMethodRequest, DataChangeNotification, DataValue, MessageSecurityMode,
+    MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, ReadValueId, StatusCode,
+    TimestampsToReturn, Variant, WriteValue,
 };
 
 const OUR_CLIENT_URI: &str = "urn:certvault:test:client";
@@ -405,6 +409,69 @@ async fn anonymous_session(vaultd: &Vaultd, server: &MachineServer) -> Session {
     options.application_uri = Some(OUR_CLIENT_URI.into());
     let session = Session::connect(server.endpoint_url(), options).await.expect("session");
     session
+}
+
+/// Requests the server holds (a method that waits) fail with Error::Timeout at their own deadlines: a shorter
+/// timeout issued after a longer one fires first. The session serves other requests meanwhile, and the responses
+/// that arrive after their callers gave up are dropped without harm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_time_out_requests_the_server_holds() {
+    init_tracing();
+    let fixture = Fixture::start(|b| b).await;
+    let nodes = fixture.server.nodes.clone();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let hold_method = {
+        let release = release.clone();
+        let spec = MethodSpec::new(NodeId::new(nodes.ns, "Machine.Hold"), "Hold", nodes.machine.clone(), move |_| {
+            let release = release.clone();
+            async move {
+                release.acquire().await.map_err(|_| StatusCode::BadShutdown)?.forget();
+                Ok(Vec::new())
+            }
+        });
+        fixture.server.space.write_guard().add_method(spec).expect("Hold")
+    };
+    let operator = UserIdentity::user_name(OPERATOR, OPERATOR_PASSWORD);
+    let options = fixture.options(SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt, operator);
+    let session = std::sync::Arc::new(Session::connect(fixture.server.endpoint_url(), options).await.expect("session"));
+    let hold = |timeout: Duration| {
+        let session = session.clone();
+        let call = CallMethodRequest {
+            object_id: nodes.machine.clone(),
+            method_id: hold_method.clone(),
+            input_arguments: None,
+        };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = session.call_with_timeout(vec![call], timeout).await;
+            (result, started.elapsed())
+        })
+    };
+    let long = hold(Duration::from_secs(2));
+    // The long request is sent (and its deadline armed) before the short one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let short = hold(Duration::from_millis(300));
+
+    let (result, took) = short.await.expect("join");
+    assert!(matches!(result, Err(Error::Timeout(_))), "the short call: {result:?}");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1500), "the short call took {took:?}");
+    let value = session.read_value(&nodes.setpoint).await.expect("a Read while two calls are held");
+    assert!(matches!(value, Variant::Double(_)), "{value:?}");
+
+    let (result, took) = long.await.expect("join");
+    assert!(matches!(result, Err(Error::Timeout(_))), "the long call: {result:?}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "the long call took {took:?}");
+
+    // The held calls finish now; their responses find nobody waiting, and the channel carries on.
+    release.add_permits(2);
+    let sum = session
+        .call_method(&nodes.machine, &nodes.add, vec![Variant::Double(1.0), Variant::Double(2.0)])
+        .await
+        .expect("Add after the late responses");
+    assert_eq!(sum, vec![Variant::Double(3.0)]);
+    println!("\nheld calls: the 300 ms call timed out first, then the 2 s call; Read and Add served meanwhile");
+    let session = std::sync::Arc::try_unwrap(session).unwrap_or_else(|_| panic!("session still shared"));
+    session.close().await.expect("close");
 }
 
 /// A 1 MiB ByteString value crosses the channel whole (many chunks) and decodes on our client.

@@ -9,15 +9,24 @@
 //! The lock is a plain mutex: nothing awaits while holding it. The channel leaves it only for a vault call (opening
 //! a renewed token's response is RSA work), during which callers queue their requests and the task sends them as
 //! soon as the channel is back.
+//!
+//! Request timeouts are the task's too. Every waiting request carries its deadline, and the task sweeps expired
+//! ones with one timer, armed for the earliest deadline. A tokio timer per request cost more than half a microsecond
+//! (registered in the timer wheel and removed again under its lock, measured on the development VM), for a timeout
+//! that almost never fires. The task keeps sweeping while it waits for the vault.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::futures::Notified;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::ChannelState;
@@ -36,6 +45,24 @@ const WRITE_SLICES: usize = 16;
 /// Where a response goes.
 pub(super) type Reply = oneshot::Sender<Result<Vec<u8>>>;
 
+/// A request waiting for its response: where the response goes, and when the caller stops waiting.
+struct Waiting {
+    reply: Reply,
+    deadline: Instant,
+}
+
+impl Waiting {
+    fn fail(self, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// The deadline `timeout` from now; a timeout too long for the clock waits for (practically) ever.
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(now)
+}
+
 /// What the callers and the reader task share.
 pub(super) struct Connection {
     writer: OwnedWriteHalf,
@@ -48,9 +75,11 @@ struct Shared {
     /// `None` while a vault step has the channel on a blocking thread.
     channel: Option<SecureChannel>,
     /// Sent requests by request id.
-    pending: IdMap<u32, Reply>,
+    pending: IdMap<u32, Waiting>,
     /// Requests made while the channel was away.
-    queued: Vec<(Vec<u8>, Reply)>,
+    queued: Vec<(Vec<u8>, Waiting)>,
+    /// The deadline the task's sweep timer is armed for: no request waiting here expires before it.
+    sweep_at: Option<Instant>,
     /// Sealed frames not yet (fully) written, in order.
     outbox: Outbox,
     /// A close asked for while the channel was away.
@@ -119,16 +148,28 @@ impl Shared {
     /// Sends requests queued while the channel was away.
     fn send_queued(&mut self) {
         let Some(channel) = self.channel.as_mut() else { return };
-        for (body, reply) in std::mem::take(&mut self.queued) {
+        for (body, waiting) in std::mem::take(&mut self.queued) {
             match channel.send_request(body) {
                 Ok(id) => {
-                    self.pending.insert(id, reply);
+                    self.pending.insert(id, waiting);
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
+                Err(e) => waiting.fail(e),
             }
         }
+    }
+
+    /// Fails every request whose deadline has passed at `now` with [`Error::Timeout`], and arms the sweep for the
+    /// earliest deadline left.
+    fn expire(&mut self, now: Instant) {
+        let timeout = || Error::Timeout("response");
+        for (_, waiting) in self.pending.extract_if(|_, w| w.deadline <= now) {
+            waiting.fail(timeout());
+        }
+        for (_, waiting) in self.queued.extract_if(.., |(_, w)| w.deadline <= now) {
+            waiting.fail(timeout());
+        }
+        let left = self.pending.values().chain(self.queued.iter().map(|(_, w)| w));
+        self.sweep_at = left.map(|w| w.deadline).min();
     }
 
     /// Hands the channel's events to the waiting callers.
@@ -137,13 +178,13 @@ impl Shared {
         while let Some(event) = channel.poll_event() {
             match event {
                 Event::Response { request_id, body } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Ok(body));
+                    if let Some(waiting) = self.pending.remove(&request_id) {
+                        let _ = waiting.reply.send(Ok(body));
                     }
                 }
                 Event::Aborted { request_id, status, reason } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Err(Error::Remote { status, reason }));
+                    if let Some(waiting) = self.pending.remove(&request_id) {
+                        waiting.fail(Error::Remote { status, reason });
                     }
                 }
                 Event::Opened { token_id, renewed, .. } => {
@@ -154,9 +195,8 @@ impl Shared {
                     });
                 }
                 Event::Closed { status } => {
-                    for (_, reply) in self.pending.drain() {
-                        let _ =
-                            reply.send(Err(Error::Remote { status, reason: "the server closed the channel".into() }));
+                    for (_, waiting) in self.pending.drain() {
+                        waiting.fail(Error::Remote { status, reason: "the server closed the channel".into() });
                     }
                 }
                 Event::Request { .. } => {}
@@ -169,11 +209,11 @@ impl Shared {
     fn end(&mut self) {
         let closed = self.outbox.frames.is_empty() && self.channel.as_ref().is_some_and(SecureChannel::is_closed);
         self.ended = true;
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(Error::ChannelClosed));
+        for (_, waiting) in self.pending.drain() {
+            waiting.fail(Error::ChannelClosed);
         }
-        for (_, reply) in self.queued.drain(..) {
-            let _ = reply.send(Err(Error::ChannelClosed));
+        for (_, waiting) in self.queued.drain(..) {
+            waiting.fail(Error::ChannelClosed);
         }
         for waiter in self.close_waiters.drain(..) {
             let _ = waiter.send(if closed { Ok(()) } else { Err(Error::ChannelClosed) });
@@ -207,6 +247,7 @@ impl Connection {
                 channel: Some(channel),
                 pending: IdMap::default(),
                 queued: Vec::new(),
+                sweep_at: None,
                 outbox: Outbox::default(),
                 close_requested: false,
                 close_waiters: Vec::new(),
@@ -218,16 +259,26 @@ impl Connection {
         (conn, task)
     }
 
-    /// Seals `body` and writes it; `reply` gets the response. The request id, to [`Connection::forget`] it after a
-    /// timeout (`None` when the request waits for the channel to come back from a vault step).
-    pub(super) fn request(&self, body: Vec<u8>, reply: Reply) -> Result<Option<u32>> {
+    /// Seals `body` and writes it; `reply` gets the response, or [`Error::Timeout`] once `deadline` has passed.
+    pub(super) fn request(&self, body: Vec<u8>, reply: Reply, deadline: Instant) -> Result<()> {
         let mut shared = self.state.lock();
         if shared.ended {
             return Err(Error::ChannelClosed);
         }
+        // With equal timeouts every new deadline is later than the armed one, so this wakes the task only for the
+        // first request after an idle spell or for a shorter timeout.
+        let earlier = shared.sweep_at.is_none_or(|at| deadline < at);
+        if earlier {
+            shared.sweep_at = Some(deadline);
+        }
+        let waiting = Waiting { reply, deadline };
         let Some(channel) = shared.channel.as_mut() else {
-            shared.queued.push((body, reply));
-            return Ok(None);
+            shared.queued.push((body, waiting));
+            drop(shared);
+            if earlier {
+                self.wake.notify_one();
+            }
+            return Ok(());
         };
         let id = match channel.send_request(body) {
             Ok(id) => id,
@@ -238,17 +289,14 @@ impl Connection {
                 return Err(e);
             }
         };
-        shared.pending.insert(id, reply);
+        shared.pending.insert(id, waiting);
         // A full socket buffer, or a failed write, is the task's to handle: it waits for the socket or ends.
-        if !matches!(shared.write_out(&self.writer), Ok(true)) {
+        let written = matches!(shared.write_out(&self.writer), Ok(true));
+        drop(shared);
+        if earlier || !written {
             self.wake.notify_one();
         }
-        Ok(Some(id))
-    }
-
-    /// The caller stopped waiting for `request_id`.
-    pub(super) fn forget(&self, request_id: u32) {
-        self.state.lock().pending.remove(&request_id);
+        Ok(())
     }
 
     /// Sends CloseSecureChannel; the receiver is told once it is written.
@@ -304,13 +352,14 @@ async fn run(
     let guard = EndGuard(conn.clone());
     let mut buf = vec![0u8; READ_CHUNK];
     let mut timer = tcp::Deadline::new();
+    let mut sweep = tcp::Deadline::new();
     // One waiter for the whole task, re-armed only after it fires: a fresh `notified()` per turn registered (and
     // deregistered) a waiter under the Notify's lock for every response.
     let wake = conn.wake.notified();
     tokio::pin!(wake);
     let outcome: Result<()> = async {
         loop {
-            let (deadline, writing) = {
+            let (deadline, sweep_at, writing) = {
                 let mut shared = conn.state.lock();
                 if shared.close_requested {
                     shared.close_requested = false;
@@ -323,7 +372,7 @@ async fn run(
                 if channel.is_closed() && !writing {
                     return Ok(());
                 }
-                (channel.poll_timeout(), writing)
+                (channel.poll_timeout(), shared.sweep_at, writing)
             };
             tokio::select! {
                 read = reader.read(&mut buf) => match read? {
@@ -331,19 +380,21 @@ async fn run(
                     n => {
                         decoder.push(&buf[..n]);
                         while let Some(frame) = decoder.next_frame()? {
-                            handle_frame(&conn, frame, &state).await?;
+                            handle_frame(&conn, frame, &state, wake.as_mut()).await?;
                         }
                     }
                 },
                 // Written at the top of the loop.
                 ready = conn.writer.writable(), if writing => ready?,
                 () = &mut wake => wake.set(conn.wake.notified()),
+                () = sweep.wait(sweep_at) => conn.state.lock().expire(Instant::now()),
                 () = timer.wait(deadline) => {
                     // Renewal signs a new OpenSecureChannel request: a vault call.
                     let taken = conn.state.lock().channel.take();
                     let Some(taken) = taken else { return Err(Error::ChannelClosed) };
                     let renew = |c: &mut SecureChannel| c.handle_timeout(Now::system());
-                    let (back, renewed) = on_blocking_for(Urgency::Established, taken, renew).await?;
+                    let step = on_blocking_for(Urgency::Established, taken, renew);
+                    let (back, renewed) = sweeping(&conn, step, wake.as_mut()).await?;
                     let mut shared = conn.state.lock();
                     shared.channel = Some(back);
                     shared.send_queued();
@@ -361,13 +412,33 @@ async fn run(
     drop(guard);
 }
 
-async fn handle_frame(conn: &Connection, frame: Frame, state: &watch::Sender<ChannelState>) -> Result<()> {
+/// Awaits `step` (a vault call) while sweeping expired requests: a slow vault must not hold a caller past its
+/// timeout. `wake` tells of requests with an earlier deadline.
+async fn sweeping<'c, T>(conn: &'c Connection, step: impl Future<Output = T>, mut wake: Pin<&mut Notified<'c>>) -> T {
+    tokio::pin!(step);
+    let mut sweep = tcp::Deadline::new();
+    loop {
+        let sweep_at = conn.state.lock().sweep_at;
+        tokio::select! {
+            out = &mut step => return out,
+            () = &mut wake => wake.set(conn.wake.notified()),
+            () = sweep.wait(sweep_at) => conn.state.lock().expire(Instant::now()),
+        }
+    }
+}
+
+async fn handle_frame<'c>(
+    conn: &'c Connection,
+    frame: Frame,
+    state: &watch::Sender<ChannelState>,
+    wake: Pin<&mut Notified<'c>>,
+) -> Result<()> {
     // An OpenSecureChannel response on an open channel is a renewal's: established traffic waits for it.
     let result = if tcp::needs_vault(frame.header.message_type) {
         let taken = conn.state.lock().channel.take();
         let Some(taken) = taken else { return Err(Error::ChannelClosed) };
-        let (back, result) =
-            on_blocking_for(Urgency::Established, taken, move |c| c.handle_frame(&frame.bytes, Now::system())).await?;
+        let step = on_blocking_for(Urgency::Established, taken, move |c| c.handle_frame(&frame.bytes, Now::system()));
+        let (back, result) = sweeping(conn, step, wake).await?;
         let mut shared = conn.state.lock();
         shared.channel = Some(back);
         shared.send_queued();

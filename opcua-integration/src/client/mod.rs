@@ -252,17 +252,9 @@ impl Client {
     /// until it has notifications or a keep-alive is due, which may be longer than the ordinary timeout.
     pub async fn call_with_timeout(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         let (reply, response) = oneshot::channel();
-        let request_id = self.conn.request(body, reply)?;
-        match tokio::time::timeout(timeout, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::ChannelClosed),
-            Err(_) => {
-                if let Some(id) = request_id {
-                    self.conn.forget(id);
-                }
-                Err(Error::Timeout("response"))
-            }
-        }
+        // The connection task fails the request with Error::Timeout at its deadline (see `connection`).
+        self.conn.request(body, reply, connection::deadline_after(timeout))?;
+        response.await.unwrap_or(Err(Error::ChannelClosed))
     }
 
     fn header(&self) -> RequestHeader {

@@ -26,10 +26,10 @@ use opcua_types::{
     DeleteMonitoredItemsRequest, DeleteSubscriptionsRequest, ModifyMonitoredItemsRequest, ModifySubscriptionRequest,
     ModifySubscriptionResponse, MonitoredItemCreateRequest, MonitoredItemCreateResult, MonitoredItemModifyRequest,
     MonitoredItemModifyResult, MonitoringMode, NodeClassMask, NodeId, NotificationMessage, ObjectId, PublishRequest,
-    PublishResponse, ReadRequest, ReadValueId, ReferenceDescription, ReferenceTypeId, RegisterNodesRequest,
-    RepublishRequest, RequestHeader, SetMonitoringModeRequest, SetPublishingModeRequest, StatusCode,
-    SubscriptionAcknowledgement, TimestampsToReturn, TransferResult, TransferSubscriptionsRequest,
-    TranslateBrowsePathsToNodeIdsRequest, UnregisterNodesRequest, Variant, ViewDescription, WriteRequest, WriteValue,
+    PublishResponse, ReadValueId, ReferenceDescription, ReferenceTypeId, RegisterNodesRequest, RepublishRequest,
+    RequestHeader, SetMonitoringModeRequest, SetPublishingModeRequest, StatusCode, SubscriptionAcknowledgement,
+    TimestampsToReturn, TransferResult, TransferSubscriptionsRequest, TranslateBrowsePathsToNodeIdsRequest,
+    UnregisterNodesRequest, Variant, ViewDescription, WriteRequest, WriteValue,
 };
 
 use super::Session;
@@ -187,15 +187,9 @@ impl Session {
         timestamps: TimestampsToReturn,
         max_age: f64,
     ) -> Result<Vec<DataValue>> {
-        let count = nodes.len();
-        let request = ReadRequest {
-            request_header: RequestHeader::default(),
-            max_age,
-            timestamps_to_return: timestamps,
-            nodes_to_read: Some(nodes),
-        };
-        let response = self.inner.send(request, None).await?;
-        exactly("Read", count, response.results)
+        let client = self.inner.connected_channel().await?;
+        let results = self.inner.read_on(&client, &nodes, timestamps, max_age).await?;
+        exactly("Read", nodes.len(), Some(results))
     }
 
     /// The Value attributes of `nodes` (source and server timestamps).
@@ -302,9 +296,28 @@ impl Session {
 
     /// Call: one result per method call.
     pub async fn call(&self, methods: Vec<CallMethodRequest>) -> Result<Vec<CallMethodResult>> {
+        self.call_inner(methods, None).await
+    }
+
+    /// As [`Session::call`], waiting at most `timeout` instead of the channel's timeout: a method that runs a
+    /// machine operation may take longer than a read, and the server learns the timeout as the timeoutHint. After
+    /// `timeout` the result is [`Error::Timeout`]; the method may still run to its end on the server.
+    pub async fn call_with_timeout(
+        &self,
+        methods: Vec<CallMethodRequest>,
+        timeout: Duration,
+    ) -> Result<Vec<CallMethodResult>> {
+        self.call_inner(methods, Some(timeout)).await
+    }
+
+    async fn call_inner(
+        &self,
+        methods: Vec<CallMethodRequest>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<CallMethodResult>> {
         let count = methods.len();
         let request = CallRequest { request_header: RequestHeader::default(), methods_to_call: Some(methods) };
-        let response = self.inner.send(request, None).await?;
+        let response = self.inner.send(request, timeout).await?;
         exactly("Call", count, response.results)
     }
 

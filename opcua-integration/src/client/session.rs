@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use opcua_types::{
     ActivateSessionRequest, ApplicationDescription, ApplicationType, ByteString, CloseSessionRequest,
-    CreateSessionRequest, CreateSessionResponse, DateTime, DecodingOptions, EndpointDescription, LocalizedText, NodeId,
-    ReadRequest, ReadValueId, RequestHeader, StatusCode, TimestampsToReturn, UAString, VariableId,
+    CreateSessionRequest, CreateSessionResponse, DataValue, DecodingOptions, EndpointDescription, LocalizedText,
+    NodeId, ObjectId, ReadRequest, ReadResponse, ReadValueId, RequestHeader, StatusCode, TimestampsToReturn, UAString,
+    VariableId,
 };
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
@@ -49,6 +50,7 @@ use crate::channel::asymmetric::PeerCertificate;
 use crate::channel::policy::{DeprecatedPolicies, SecurityMode, SecurityPolicy};
 use crate::error::{Error, Result};
 use crate::pki::Cert;
+use crate::read_codec::{self, RequestHeaderParts};
 use crate::service::BodyCodec;
 use crate::session;
 
@@ -181,19 +183,6 @@ pub(crate) fn channel_lost(error: &Error) -> bool {
 }
 
 impl Inner {
-    fn header(&self, timeout: Duration) -> RequestHeader {
-        // Built field by field: `RequestHeader::new` takes the token by reference and clones it a second time.
-        RequestHeader {
-            authentication_token: self.ids.lock().auth_token.clone(),
-            timestamp: DateTime::now(),
-            request_handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
-            return_diagnostics: opcua_types::DiagnosticBits::empty(),
-            audit_entry_id: opcua_types::UAString::null(),
-            timeout_hint: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-            additional_header: opcua_types::ExtensionObject::null(),
-        }
-    }
-
     /// Sends `request` on `client` (whatever the session state) with the session's authentication token.
     pub async fn send_on<R: ServiceRequest>(
         &self,
@@ -201,13 +190,58 @@ impl Inner {
         mut request: R,
         timeout: Option<Duration>,
     ) -> Result<R::Response> {
-        let timeout = timeout.unwrap_or(client.timeout());
         // Callers build requests with `RequestHeader::default()`: the real header (token, handle, timestamp) is made
         // here, so the placeholder should not read the clock.
-        *request.header_mut() = self.header(timeout);
-        let body = self.codec.encode(R::REQUEST, &request)?;
+        let encode = |header: &RequestHeaderParts<'_>| {
+            *request.header_mut() = header.to_header();
+            self.codec.encode(R::REQUEST, &request)
+        };
+        self.exchange(client, timeout, encode, |body| self.codec.decode_response(R::RESPONSE, body)).await
+    }
+
+    /// Read on `client`, through [`read_codec`]: the request is written directly, and a plain response is parsed
+    /// directly (anything else by the generic codec).
+    pub async fn read_on(
+        &self,
+        client: &Client,
+        nodes: &[ReadValueId],
+        timestamps: TimestampsToReturn,
+        max_age: f64,
+    ) -> Result<Vec<DataValue>> {
+        let encode = |header: &RequestHeaderParts<'_>| {
+            read_codec::encode_read_request(&self.codec, header, max_age, timestamps, nodes)
+        };
+        let decode = |body: &[u8]| match read_codec::decode_read_results(&self.codec, body) {
+            Some(results) => Ok(results),
+            None => self
+                .codec
+                .decode_response::<ReadResponse>(ObjectId::ReadResponse_Encoding_DefaultBinary, body)
+                .map(|response| response.results.unwrap_or_default()),
+        };
+        self.exchange(client, None, encode, decode).await
+    }
+
+    /// One request and its response: `encode` writes the body around the session's request header, `decode` reads
+    /// the response. A status saying the server lost the session starts a reconnect.
+    async fn exchange<T>(
+        &self,
+        client: &Client,
+        timeout: Option<Duration>,
+        encode: impl FnOnce(&RequestHeaderParts<'_>) -> Result<Vec<u8>>,
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let timeout = timeout.unwrap_or(client.timeout());
+        let body = {
+            let ids = self.ids.lock();
+            encode(&RequestHeaderParts {
+                authentication_token: &ids.auth_token,
+                timestamp: read_codec::now_ticks(),
+                request_handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
+                timeout_hint: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            })?
+        };
         let result = client.call_with_timeout(body, timeout).await;
-        let decoded = result.and_then(|response| self.codec.decode_response(R::RESPONSE, &response));
+        let decoded = result.and_then(|response| decode(&response));
         match &decoded {
             Ok(_) => *self.last_activity.lock() = Instant::now(),
             Err(Error::Remote { status, .. }) if session_lost(*status) => {

@@ -172,6 +172,111 @@ pub fn decode_read_results(codec: &BodyCodec, body: &[u8]) -> Option<Vec<DataVal
     Some(results)
 }
 
+/// The parts of a ReadRequest a server needs, parsed by [`decode_read_request`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadArgs {
+    /// The client's handle, for the response.
+    pub request_handle: u32,
+    /// maxAge in milliseconds.
+    pub max_age: f64,
+    /// Which timestamps to return.
+    pub timestamps: TimestampsToReturn,
+    /// The attributes to read (`None`: a null array).
+    pub nodes: Option<Vec<ReadValueId>>,
+}
+
+/// The arguments of a plain ReadRequest whose structure starts at `at` in `body` (after the encoding id), or `None`
+/// for anything unusual (diagnostics asked, an audit entry id, an additional header, an unknown TimestampsToReturn,
+/// a malformed or truncated body): decode that with the generic codec, which also gives the right error.
+///
+/// The authentication token is skipped: the server has routed the request by it already
+/// ([`BodyCodec::route_at`]). The request's timestamp is for the server's diagnostics only (Part 4 §7.32) and is not
+/// converted.
+pub fn decode_read_request(codec: &BodyCodec, body: &[u8], at: usize) -> Option<ReadArgs> {
+    let ctx = codec.context();
+    let mut r = crate::wire::Reader::new(body.get(at..)?);
+    skip_node_id(&mut r)?;
+    let _timestamp = r.bytes(8, "timestamp").ok()?;
+    let request_handle = r.u32("requestHandle").ok()?;
+    let return_diagnostics = r.u32("returnDiagnostics").ok()?;
+    let audit_entry_id = r.i32("auditEntryId").ok()?;
+    let _timeout_hint = r.u32("timeoutHint").ok()?;
+    let additional_header = r.bytes(3, "additionalHeader").ok()?;
+    if return_diagnostics != 0 || !matches!(audit_entry_id, -1 | 0) || additional_header != NULL_EXTENSION_OBJECT {
+        return None;
+    }
+    let max_age = f64::from_le_bytes(r.array("maxAge").ok()?);
+    let timestamps = match r.i32("timestampsToReturn").ok()? {
+        0 => TimestampsToReturn::Source,
+        1 => TimestampsToReturn::Server,
+        2 => TimestampsToReturn::Both,
+        3 => TimestampsToReturn::Neither,
+        _ => return None,
+    };
+    let nodes = match r.i32("nodesToRead").ok()? {
+        -1 => None,
+        count => {
+            let count = usize::try_from(count).ok().filter(|&n| n <= ctx.options().max_array_length)?;
+            let mut cursor = Cursor::new(r.rest());
+            let mut nodes = Vec::with_capacity(count);
+            for _ in 0..count {
+                nodes.push(ReadValueId::decode(&mut cursor, &ctx).ok()?);
+            }
+            Some(nodes)
+        }
+    };
+    Some(ReadArgs { request_handle, max_age, timestamps, nodes })
+}
+
+/// Moves past a NodeId in one of the six encodings of Part 6 §5.2.2.9; `None` for anything else (an expanded
+/// NodeId's flags have no place in a RequestHeader).
+fn skip_node_id(r: &mut crate::wire::Reader<'_>) -> Option<()> {
+    let what = "authenticationToken";
+    let len = match r.u8(what).ok()? {
+        0x00 => 1,
+        0x01 => 3,
+        0x02 => 6,
+        0x04 => 2 + 16,
+        // String and ByteString identifiers: namespace, then a length-prefixed body (null: -1).
+        0x03 | 0x05 => {
+            r.bytes(2, what).ok()?;
+            let n = r.i32(what).ok()?;
+            usize::try_from(n).unwrap_or(0)
+        }
+        _ => return None,
+    };
+    r.bytes(len, what).ok().map(|_| ())
+}
+
+/// The body of a ReadResponse (its encoding id, then the response) with a good service result and `results`,
+/// stamped `timestamp` (DateTime ticks) and answering `request_handle`.
+pub fn encode_read_response(
+    codec: &BodyCodec,
+    timestamp: i64,
+    request_handle: u32,
+    results: &[DataValue],
+) -> Result<Vec<u8>> {
+    let ctx = codec.context();
+    let count = i32::try_from(results.len())
+        .map_err(|_| Error::EncodingLimitsExceeded(format!("a Read response of {} values", results.len())))?;
+    let mut out = Vec::with_capacity(64 + 16 * results.len());
+    NodeId::from(ObjectId::ReadResponse_Encoding_DefaultBinary).encode(&mut out, &ctx)?;
+    out.extend_from_slice(&timestamp.to_le_bytes());
+    out.extend_from_slice(&request_handle.to_le_bytes());
+    out.extend_from_slice(&StatusCode::Good.bits().to_le_bytes());
+    // serviceDiagnostics: empty; stringTable: null; additionalHeader: null.
+    out.push(0);
+    out.extend_from_slice(&(-1i32).to_le_bytes());
+    out.extend_from_slice(&NULL_EXTENSION_OBJECT);
+    out.extend_from_slice(&count.to_le_bytes());
+    for value in results {
+        value.encode(&mut out, &ctx)?;
+    }
+    // diagnosticInfos: null.
+    out.extend_from_slice(&(-1i32).to_le_bytes());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +396,83 @@ mod tests {
         let at = body.len() - 8;
         body[at..at + 4].copy_from_slice(&i32::MAX.to_le_bytes());
         assert!(decode_read_results(codec, &body).is_none());
+    }
+
+    #[test]
+    fn read_requests_parse_like_the_generic_codec_and_unusual_ones_are_left_to_it() {
+        let codec = BodyCodec::shared();
+        let tokens = [NodeId::null(), NodeId::new(0, 300u32), NodeId::new(1, 70_000u32), NodeId::new(4, "session")];
+        let tokens = tokens
+            .into_iter()
+            .chain([NodeId::new(1, ByteString::from(vec![9u8; 32])), NodeId::new(1, opcua_types::Guid::new())]);
+        for token in tokens {
+            let header = RequestHeaderParts {
+                authentication_token: &token,
+                timestamp: now_ticks(),
+                request_handle: 77,
+                timeout_hint: 0,
+            };
+            let mut index = ReadValueId::from(&NodeId::new(2, "Array"));
+            index.index_range = "1:3".parse().unwrap();
+            let nodes = vec![ReadValueId::from(&NodeId::new(2, "Setpoint")), index];
+            let body = generic_request(&header, nodes.clone());
+            let (_, at) = codec.peek_id(&body).unwrap();
+            let generic: ReadRequest = codec.decode_at(&body, at).unwrap();
+            let ours = decode_read_request(codec, &body, at).expect("a plain request");
+            assert_eq!(ours.request_handle, generic.request_header.request_handle);
+            assert_eq!(ours.max_age, generic.max_age);
+            assert_eq!(ours.timestamps, generic.timestamps_to_return);
+            assert_eq!(ours.nodes, generic.nodes_to_read, "token {token}");
+            for end in at..body.len() {
+                assert!(decode_read_request(codec, &body[..end], at).is_none(), "truncated at {end}");
+            }
+        }
+        let token = NodeId::null();
+        let header =
+            RequestHeaderParts { authentication_token: &token, timestamp: 0, request_handle: 1, timeout_hint: 0 };
+        let plain = ReadRequest {
+            request_header: header.to_header(),
+            max_age: 0.0,
+            timestamps_to_return: TimestampsToReturn::Neither,
+            nodes_to_read: None,
+        };
+        let mut with_diagnostics = plain.clone();
+        with_diagnostics.request_header.return_diagnostics = DiagnosticBits::SERVICE_LEVEL_SYMBOLIC_ID;
+        let mut with_audit = plain.clone();
+        with_audit.request_header.audit_entry_id = "audit".into();
+        let mut with_header = plain.clone();
+        with_header.request_header.additional_header = ExtensionObject::from_message(opcua_types::Argument::default());
+        for request in [with_diagnostics, with_audit, with_header] {
+            let body = codec.encode(ObjectId::ReadRequest_Encoding_DefaultBinary, &request).unwrap();
+            assert!(decode_read_request(codec, &body, 4).is_none(), "{:?}", request.request_header);
+        }
+        let body = codec.encode(ObjectId::ReadRequest_Encoding_DefaultBinary, &plain).unwrap();
+        assert_eq!(decode_read_request(codec, &body, 4).expect("plain").nodes, None, "a null array stays null");
+        // TimestampsToReturn 4 does not exist; a count over the array limit is refused before reserving.
+        let ttr_at = body.len() - 8;
+        let mut unknown = body.clone();
+        unknown[ttr_at..ttr_at + 4].copy_from_slice(&4i32.to_le_bytes());
+        assert!(decode_read_request(codec, &unknown, 4).is_none());
+        let mut huge = body.clone();
+        huge[ttr_at + 4..].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert!(decode_read_request(codec, &huge, 4).is_none());
+    }
+
+    #[test]
+    fn read_responses_are_byte_equal_to_the_generic_encoding() {
+        let codec = BodyCodec::shared();
+        let now = DateTime::now();
+        for results in [
+            vec![],
+            vec![DataValue::value_only(Variant::Double(1.5))],
+            vec![
+                DataValue::new_now(Variant::from("x")),
+                DataValue { status: Some(StatusCode::BadNotReadable), ..DataValue::null() },
+            ],
+        ] {
+            let ours = encode_read_response(codec, now.checked_ticks(), 9, &results).unwrap();
+            let header = ResponseHeader::new_timestamped_service_result(now, 9, StatusCode::Good);
+            assert_eq!(ours, response(header, Some(results.clone())), "{} results", results.len());
+        }
     }
 }

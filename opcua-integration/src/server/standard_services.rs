@@ -27,6 +27,7 @@ use super::address_space::{AddressSpace, ContinuationPoints, SharedAddressSpace}
 use super::services::{encode_or_fault, fault, SessionServices};
 use super::subscriptions::{Sampler, SubscriptionEngine, SubscriptionLimits};
 use crate::channel::secure_channel::Now;
+use crate::read_codec;
 use crate::service::BodyCodec;
 use crate::transport::tcp::{ChannelInfo, Deadline, Reply};
 
@@ -187,6 +188,25 @@ where
     }
 }
 
+/// Read, the most frequent request: a plain request is parsed and its response written by [`read_codec`], anything
+/// else goes through the generic codec (which also reports a malformed request).
+fn read(space: &SharedAddressSpace, body: &[u8], at: usize, ctx: &RequestContext) -> Vec<u8> {
+    let codec = BodyCodec::shared();
+    let Some(args) = read_codec::decode_read_request(codec, body, at) else {
+        let read = |r: &ReadRequest| space.read(ctx, r);
+        return serve(body, at, ctx.now, ObjectId::ReadResponse_Encoding_DefaultBinary, |r| &r.request_header, read);
+    };
+    let handle = args.request_handle;
+    match space.read_items(ctx, args.max_age, args.timestamps, &args.nodes) {
+        Ok(results) => read_codec::encode_read_response(codec, ctx.now.utc.checked_ticks(), handle, &results)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "Read response does not encode");
+                fault(codec, handle, e.status_code(), ctx.now)
+            }),
+        Err(status) => fault(codec, handle, status, ctx.now),
+    }
+}
+
 macro_rules! simple {
     ($body:expr, $at:expr, $ctx:expr, $req:ty, $resp:ident, |$r:ident| $serve:expr) => {
         Reply::Ready(serve::<$req, _>(&$body, $at, $ctx.now, ObjectId::$resp, |r| &r.request_header, |$r| $serve))
@@ -198,9 +218,7 @@ impl SessionServices for StandardServices {
         use ObjectId as O;
         let space = &self.space;
         match id {
-            O::ReadRequest_Encoding_DefaultBinary => {
-                simple!(body, at, ctx, ReadRequest, ReadResponse_Encoding_DefaultBinary, |r| space.read(&ctx, r))
-            }
+            O::ReadRequest_Encoding_DefaultBinary => Reply::Ready(read(space, &body, at, &ctx)),
             O::WriteRequest_Encoding_DefaultBinary => {
                 simple!(body, at, ctx, WriteRequest, WriteResponse_Encoding_DefaultBinary, |r| space.write(&ctx, r))
             }

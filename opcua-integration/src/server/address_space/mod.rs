@@ -405,6 +405,17 @@ impl SharedAddressSpace {
         self.inner.read().read(ctx, request)
     }
 
+    /// Read's results (see [`AddressSpace::read_items`]).
+    pub fn read_items(
+        &self,
+        ctx: &RequestContext,
+        max_age: f64,
+        timestamps: opcua_types::TimestampsToReturn,
+        items: &Option<Vec<opcua_types::ReadValueId>>,
+    ) -> Result<Vec<DataValue>, StatusCode> {
+        self.inner.read().read_items(ctx, max_age, timestamps, items)
+    }
+
     /// One sample for the subscription engine (see [`AddressSpace::sample`]).
     pub fn sample(
         &self,

@@ -41,14 +41,7 @@ impl AddressSpace {
     /// BadTimestampsToReturnInvalid. Values are always current (a maxAge of 0 and of anything else are served
     /// alike: there is no cache to be stale).
     pub fn read(&self, ctx: &RequestContext, request: &ReadRequest) -> Result<ReadResponse, StatusCode> {
-        let items = check_operation_count(&request.nodes_to_read, self.limits.max_nodes_per_read)?;
-        if request.max_age.is_nan() || request.max_age < 0.0 {
-            return Err(StatusCode::BadMaxAgeInvalid);
-        }
-        if request.timestamps_to_return == TimestampsToReturn::Invalid {
-            return Err(StatusCode::BadTimestampsToReturnInvalid);
-        }
-        let results = items.iter().map(|item| self.sample(ctx, item, request.timestamps_to_return)).collect();
+        let results = self.read_items(ctx, request.max_age, request.timestamps_to_return, &request.nodes_to_read)?;
         Ok(ReadResponse {
             response_header: ResponseHeader::new_timestamped_service_result(
                 ctx.now.utc,
@@ -58,6 +51,25 @@ impl AddressSpace {
             results: Some(results),
             diagnostic_infos: None,
         })
+    }
+
+    /// The results of a Read of `items` (see [`AddressSpace::read`], whose faults this returns), for a caller that
+    /// encodes the response itself ([`crate::read_codec`]).
+    pub fn read_items(
+        &self,
+        ctx: &RequestContext,
+        max_age: f64,
+        timestamps: TimestampsToReturn,
+        items: &Option<Vec<ReadValueId>>,
+    ) -> Result<Vec<DataValue>, StatusCode> {
+        let items = check_operation_count(items, self.limits.max_nodes_per_read)?;
+        if max_age.is_nan() || max_age < 0.0 {
+            return Err(StatusCode::BadMaxAgeInvalid);
+        }
+        if timestamps == TimestampsToReturn::Invalid {
+            return Err(StatusCode::BadTimestampsToReturnInvalid);
+        }
+        Ok(items.iter().map(|item| self.sample(ctx, item, timestamps)).collect())
     }
 
     /// Reads one attribute as Read would, the operation's failure in the DataValue's status. The subscription

@@ -299,6 +299,9 @@ mod tests {
             assert_eq!(ticks_of(time), DateTime::from(utc).checked_ticks(), "{utc}");
         }
         assert_eq!(ENDTIMES_TICKS, DateTime::endtimes_ticks());
+        // A driver's clock reading carries both forms of the same wall-clock time.
+        let now = crate::channel::secure_channel::Now::system();
+        assert_eq!(now.utc.checked_ticks(), now.ticks);
         assert_eq!(UNIX_EPOCH_TICKS, DateTime::from(opcua_types::DateTimeUtc::from(UNIX_EPOCH)).ticks());
     }
 

@@ -68,7 +68,16 @@ impl ChunkMac {
     /// True if `tag` is the tag of `data`, compared in constant time.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
         let expected = self.sign(data);
-        bool::from(expected.as_ref().ct_eq(tag))
+        let expected = expected.as_ref();
+        if expected.len() != tag.len() {
+            // Tag lengths are public (fixed by the policy).
+            return false;
+        }
+        // Every byte is compared and the differences folded, then one comparison behind `subtle`'s optimization
+        // barrier. `subtle`'s slice comparison puts a barrier after every byte, which kept the compiler from
+        // vectorizing the loop and was a visible part of a small chunk's verification.
+        let diff = expected.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        bool::from(diff.ct_eq(&0))
     }
 }
 

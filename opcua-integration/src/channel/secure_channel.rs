@@ -41,12 +41,21 @@ pub struct Now {
     pub instant: Instant,
     /// For RequestHeader/ResponseHeader timestamps and ChannelSecurityToken.CreatedAt.
     pub utc: DateTime,
+    /// `utc` as DateTime ticks, for codecs that write timestamps themselves ([`crate::read_codec`]): converting
+    /// `utc` goes through `chrono` every time.
+    pub ticks: i64,
 }
 
 impl Now {
     /// Reads both clocks; drivers call this, the protocol core never does.
     pub fn system() -> Self {
-        Now { instant: Instant::now(), utc: DateTime::now() }
+        let ticks = crate::read_codec::now_ticks();
+        Now { instant: Instant::now(), utc: DateTime::from(ticks), ticks }
+    }
+
+    /// The time `instant` on the monotonic clock and `utc` on the wall clock.
+    pub fn new(instant: Instant, utc: DateTime) -> Self {
+        Now { instant, utc, ticks: utc.checked_ticks() }
     }
 }
 
@@ -1010,7 +1019,7 @@ mod tests_support {
     }
 
     pub(super) fn at(base: Instant, ms: u64) -> Now {
-        Now { instant: base + Duration::from_millis(ms), utc: DateTime::now() }
+        Now::new(base + Duration::from_millis(ms), DateTime::now())
     }
 
     pub(super) fn pump(from: &mut SecureChannel, to: &mut SecureChannel, now: Now) -> Result<()> {

@@ -198,11 +198,10 @@ fn read(space: &SharedAddressSpace, body: &[u8], at: usize, ctx: &RequestContext
     };
     let handle = args.request_handle;
     match space.read_items(ctx, args.max_age, args.timestamps, &args.nodes) {
-        Ok(results) => read_codec::encode_read_response(codec, ctx.now.utc.checked_ticks(), handle, &results)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "Read response does not encode");
-                fault(codec, handle, e.status_code(), ctx.now)
-            }),
+        Ok(results) => read_codec::encode_read_response(codec, ctx.now.ticks, handle, &results).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Read response does not encode");
+            fault(codec, handle, e.status_code(), ctx.now)
+        }),
         Err(status) => fault(codec, handle, status, ctx.now),
     }
 }

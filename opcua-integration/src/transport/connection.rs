@@ -372,10 +372,10 @@ mod tests {
         let mut conn = connection(start);
         let deadline = conn.poll_timeout().unwrap();
         assert_eq!(deadline, start + DEFAULT_HELLO_TIMEOUT);
-        let early = Now { instant: start + Duration::from_secs(1), utc: opcua_types::DateTime::now() };
+        let early = Now::new(start + Duration::from_secs(1), opcua_types::DateTime::now());
         conn.handle_timeout(early).unwrap();
         assert!(!conn.is_closed());
-        let late = Now { instant: deadline, utc: opcua_types::DateTime::now() };
+        let late = Now::new(deadline, opcua_types::DateTime::now());
         assert_eq!(conn.handle_timeout(late).unwrap_err().status_code(), StatusCode::BadTimeout);
         assert!(conn.is_closed());
     }

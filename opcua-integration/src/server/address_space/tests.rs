@@ -50,7 +50,7 @@ pub(crate) fn ctx_at(role: UserRole, ms: i64) -> RequestContext {
     RequestContext {
         principal: Arc::new(Principal { name: role.to_string(), role }),
         session_id: NodeId::new(1, 99u32),
-        now: Now { instant, utc },
+        now: Now::new(instant, utc),
         security_mode: crate::channel::policy::SecurityMode::SignAndEncrypt,
     }
 }

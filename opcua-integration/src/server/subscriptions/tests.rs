@@ -72,7 +72,7 @@ impl Harness {
     }
 
     fn now(&self) -> Now {
-        Now { instant: self.now, utc: self.utc }
+        Now::new(self.now, self.utc)
     }
 
     fn ctx_as(&self, session: u32, user: &str, role: UserRole) -> RequestContext {

@@ -112,6 +112,16 @@ impl RequestHeaderParts<'_> {
 /// A null ExtensionObject: the null NodeId (two-byte encoding, 0) and encoding byte 0 (no body).
 const NULL_EXTENSION_OBJECT: [u8; 3] = [0, 0, 0];
 
+/// A body buffer of `capacity` bytes that starts with the encoding id `id`, and the Int32 length field of the
+/// body's array of `len` elements.
+fn start_body(codec: &BodyCodec, id: ObjectId, len: usize, capacity: usize) -> Result<(Vec<u8>, i32)> {
+    let count = i32::try_from(len)
+        .map_err(|_| Error::EncodingLimitsExceeded(format!("an array of {len} elements in {id:?}")))?;
+    let mut out = Vec::with_capacity(capacity);
+    NodeId::from(id).encode(&mut out, &codec.context())?;
+    Ok((out, count))
+}
+
 /// The body of a ReadRequest (its encoding id, then the request) with `header`.
 pub fn encode_read_request(
     codec: &BodyCodec,
@@ -121,10 +131,8 @@ pub fn encode_read_request(
     nodes: &[ReadValueId],
 ) -> Result<Vec<u8>> {
     let ctx = codec.context();
-    let count = i32::try_from(nodes.len())
-        .map_err(|_| Error::EncodingLimitsExceeded(format!("a Read of {} nodes", nodes.len())))?;
-    let mut out = Vec::with_capacity(96 + 32 * nodes.len());
-    NodeId::from(ObjectId::ReadRequest_Encoding_DefaultBinary).encode(&mut out, &ctx)?;
+    let id = ObjectId::ReadRequest_Encoding_DefaultBinary;
+    let (mut out, count) = start_body(codec, id, nodes.len(), 96 + 32 * nodes.len())?;
     header.encode(codec, &mut out)?;
     out.extend_from_slice(&max_age.to_le_bytes());
     out.extend_from_slice(&(timestamps as i32).to_le_bytes());
@@ -257,10 +265,8 @@ pub fn encode_read_response(
     results: &[DataValue],
 ) -> Result<Vec<u8>> {
     let ctx = codec.context();
-    let count = i32::try_from(results.len())
-        .map_err(|_| Error::EncodingLimitsExceeded(format!("a Read response of {} values", results.len())))?;
-    let mut out = Vec::with_capacity(64 + 16 * results.len());
-    NodeId::from(ObjectId::ReadResponse_Encoding_DefaultBinary).encode(&mut out, &ctx)?;
+    let id = ObjectId::ReadResponse_Encoding_DefaultBinary;
+    let (mut out, count) = start_body(codec, id, results.len(), 64 + 16 * results.len())?;
     out.extend_from_slice(&timestamp.to_le_bytes());
     out.extend_from_slice(&request_handle.to_le_bytes());
     out.extend_from_slice(&StatusCode::Good.bits().to_le_bytes());

@@ -36,6 +36,7 @@ use opcua_types::{
 
 use crate::error::{Error, Result};
 use crate::service::BodyCodec;
+use crate::wire;
 
 /// OPC UA DateTime ticks (100 ns since 1601-01-01 UTC) of the Unix epoch.
 pub const UNIX_EPOCH_TICKS: i64 = 116_444_736_000_000_000;
@@ -98,12 +99,12 @@ impl RequestHeaderParts<'_> {
     pub fn encode(&self, codec: &BodyCodec, out: &mut Vec<u8>) -> Result<()> {
         self.authentication_token.encode(out, &codec.context())?;
         out.extend_from_slice(&self.timestamp.to_le_bytes());
-        out.extend_from_slice(&self.request_handle.to_le_bytes());
+        wire::put_u32(out, self.request_handle);
         // returnDiagnostics: none.
-        out.extend_from_slice(&0u32.to_le_bytes());
+        wire::put_u32(out, 0);
         // auditEntryId: a null String.
-        out.extend_from_slice(&(-1i32).to_le_bytes());
-        out.extend_from_slice(&self.timeout_hint.to_le_bytes());
+        wire::put_i32(out, -1);
+        wire::put_u32(out, self.timeout_hint);
         out.extend_from_slice(&NULL_EXTENSION_OBJECT);
         Ok(())
     }
@@ -135,8 +136,8 @@ pub fn encode_read_request(
     let (mut out, count) = start_body(codec, id, nodes.len(), 96 + 32 * nodes.len())?;
     header.encode(codec, &mut out)?;
     out.extend_from_slice(&max_age.to_le_bytes());
-    out.extend_from_slice(&(timestamps as i32).to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
+    wire::put_i32(&mut out, timestamps as i32);
+    wire::put_i32(&mut out, count);
     for node in nodes {
         node.encode(&mut out, &ctx)?;
     }
@@ -147,28 +148,31 @@ pub fn encode_read_request(
 /// that with [`BodyCodec::decode_response`].
 pub fn decode_read_results(codec: &BodyCodec, body: &[u8]) -> Option<Vec<DataValue>> {
     let ctx = codec.context();
-    let mut cursor = Cursor::new(body);
-    if NodeId::decode(&mut cursor, &ctx).ok()? != ObjectId::ReadResponse_Encoding_DefaultBinary {
+    let (id, at) = codec.peek_node(body).ok()?;
+    if id != ObjectId::ReadResponse_Encoding_DefaultBinary {
         return None;
     }
     // ResponseHeader: timestamp (not needed: the caller gets the results), requestHandle (the channel matched the
     // response by its request id), serviceResult, then empty diagnostics, string table and additional header.
-    let mut fixed = [0u8; 8 + 4 + 4 + 1 + 4 + 3];
-    std::io::Read::read_exact(&mut cursor, &mut fixed).ok()?;
-    let service_result = StatusCode::from(u32::from_le_bytes(fixed[12..16].try_into().ok()?));
-    let diagnostics = fixed[16];
-    let string_table = i32::from_le_bytes(fixed[17..21].try_into().ok()?);
+    let mut r = wire::Reader::new(body.get(at..)?);
+    let _timestamp = r.bytes(8, "timestamp").ok()?;
+    let _request_handle = r.u32("requestHandle").ok()?;
+    let service_result = StatusCode::from(r.u32("serviceResult").ok()?);
+    let diagnostics = r.u8("serviceDiagnostics").ok()?;
+    let string_table = r.i32("stringTable").ok()?;
+    let additional_header = r.bytes(3, "additionalHeader").ok()?;
     if service_result.is_bad()
         || diagnostics != 0
         || !matches!(string_table, -1 | 0)
-        || fixed[21..] != NULL_EXTENSION_OBJECT
+        || additional_header != NULL_EXTENSION_OBJECT
     {
         return None;
     }
-    let count = usize::try_from(i32::decode(&mut cursor, &ctx).ok()?).ok()?;
+    let count = usize::try_from(r.i32("results").ok()?).ok()?;
     if count > ctx.options().max_array_length {
         return None;
     }
+    let mut cursor = Cursor::new(r.rest());
     let mut results = Vec::with_capacity(count);
     for _ in 0..count {
         results.push(DataValue::decode(&mut cursor, &ctx).ok()?);
@@ -202,7 +206,7 @@ pub struct ReadArgs {
 /// converted.
 pub fn decode_read_request(codec: &BodyCodec, body: &[u8], at: usize) -> Option<ReadArgs> {
     let ctx = codec.context();
-    let mut r = crate::wire::Reader::new(body.get(at..)?);
+    let mut r = wire::Reader::new(body.get(at..)?);
     skip_node_id(&mut r)?;
     let _timestamp = r.bytes(8, "timestamp").ok()?;
     let request_handle = r.u32("requestHandle").ok()?;
@@ -238,7 +242,7 @@ pub fn decode_read_request(codec: &BodyCodec, body: &[u8], at: usize) -> Option<
 
 /// Moves past a NodeId in one of the six encodings of Part 6 §5.2.2.9; `None` for anything else (an expanded
 /// NodeId's flags have no place in a RequestHeader).
-fn skip_node_id(r: &mut crate::wire::Reader<'_>) -> Option<()> {
+fn skip_node_id(r: &mut wire::Reader<'_>) -> Option<()> {
     let what = "authenticationToken";
     let len = match r.u8(what).ok()? {
         0x00 => 1,
@@ -268,18 +272,18 @@ pub fn encode_read_response(
     let id = ObjectId::ReadResponse_Encoding_DefaultBinary;
     let (mut out, count) = start_body(codec, id, results.len(), 64 + 16 * results.len())?;
     out.extend_from_slice(&timestamp.to_le_bytes());
-    out.extend_from_slice(&request_handle.to_le_bytes());
-    out.extend_from_slice(&StatusCode::Good.bits().to_le_bytes());
+    wire::put_u32(&mut out, request_handle);
+    wire::put_u32(&mut out, StatusCode::Good.bits());
     // serviceDiagnostics: empty; stringTable: null; additionalHeader: null.
     out.push(0);
-    out.extend_from_slice(&(-1i32).to_le_bytes());
+    wire::put_i32(&mut out, -1);
     out.extend_from_slice(&NULL_EXTENSION_OBJECT);
-    out.extend_from_slice(&count.to_le_bytes());
+    wire::put_i32(&mut out, count);
     for value in results {
         value.encode(&mut out, &ctx)?;
     }
     // diagnosticInfos: null.
-    out.extend_from_slice(&(-1i32).to_le_bytes());
+    wire::put_i32(&mut out, -1);
     Ok(out)
 }
 
@@ -307,7 +311,7 @@ mod tests {
         assert_eq!(ENDTIMES_TICKS, DateTime::endtimes_ticks());
         // A driver's clock reading carries both forms of the same wall-clock time.
         let now = crate::channel::secure_channel::Now::system();
-        assert_eq!(now.utc.checked_ticks(), now.ticks);
+        assert_eq!(now.utc.checked_ticks(), now.ticks());
         assert_eq!(UNIX_EPOCH_TICKS, DateTime::from(opcua_types::DateTimeUtc::from(UNIX_EPOCH)).ticks());
     }
 

@@ -82,6 +82,11 @@ pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// An Int32: array lengths (-1 is a null array or string) and enumerations.
+pub(crate) fn put_i32(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 /// Writes a ByteString; `None` is the null string. Lengths over `i32::MAX` cannot come from our own buffers.
 pub(crate) fn put_byte_string(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {

@@ -41,9 +41,9 @@ pub struct Now {
     pub instant: Instant,
     /// For RequestHeader/ResponseHeader timestamps and ChannelSecurityToken.CreatedAt.
     pub utc: DateTime,
-    /// `utc` as DateTime ticks, for codecs that write timestamps themselves ([`crate::read_codec`]): converting
-    /// `utc` goes through `chrono` every time.
-    pub ticks: i64,
+    /// `utc` as DateTime ticks. Private, so that it always matches `utc`: every `Now` comes from
+    /// [`Now::system`] or [`Now::new`].
+    ticks: i64,
 }
 
 impl Now {
@@ -56,6 +56,12 @@ impl Now {
     /// The time `instant` on the monotonic clock and `utc` on the wall clock.
     pub fn new(instant: Instant, utc: DateTime) -> Self {
         Now { instant, utc, ticks: utc.checked_ticks() }
+    }
+
+    /// `utc` as DateTime ticks, for codecs that write timestamps themselves ([`crate::read_codec`]): converting
+    /// `utc` goes through `chrono` every time.
+    pub fn ticks(&self) -> i64 {
+        self.ticks
     }
 }
 

@@ -198,7 +198,7 @@ fn read(space: &SharedAddressSpace, body: &[u8], at: usize, ctx: &RequestContext
     };
     let handle = args.request_handle;
     match space.read_items(ctx, args.max_age, args.timestamps, &args.nodes) {
-        Ok(results) => read_codec::encode_read_response(codec, ctx.now.ticks, handle, &results).unwrap_or_else(|e| {
+        Ok(results) => read_codec::encode_read_response(codec, ctx.now.ticks(), handle, &results).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "Read response does not encode");
             fault(codec, handle, e.status_code(), ctx.now)
         }),
@@ -405,6 +405,97 @@ async fn drive(engine: Arc<Engine>, space: SharedAddressSpace) {
         tokio::select! {
             () = timer.wait(deadline) => {}
             () = engine.wake.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::access::UserRole;
+    use crate::server::address_space::tests::{ctx, machine};
+    use opcua_types::{ReadResponse, ServiceFault};
+
+    fn body(request: &ReadRequest) -> Vec<u8> {
+        BodyCodec::shared().encode(ObjectId::ReadRequest_Encoding_DefaultBinary, request).expect("encode")
+    }
+
+    fn answer(space: &SharedAddressSpace, body: &[u8], ctx: &RequestContext) -> Vec<u8> {
+        let (_, at) = BodyCodec::shared().peek_id(body).expect("id");
+        read(space, body, at, ctx)
+    }
+
+    fn fault_status(response: &[u8]) -> StatusCode {
+        let codec = BodyCodec::shared();
+        let (id, at) = codec.peek_id(response).expect("id");
+        assert_eq!(id, ObjectId::ServiceFault_Encoding_DefaultBinary, "a ServiceFault");
+        codec.decode_at::<ServiceFault>(response, at).expect("fault").response_header.service_result
+    }
+
+    /// A plain Read takes `read_codec`'s path, the same Read with an audit entry id the generic one: both answer
+    /// alike. The service faults Part 4 names come from both paths, and a malformed body is BadDecodingError.
+    #[test]
+    fn read_answers_alike_on_both_paths_and_faults_bad_requests() {
+        let codec = BodyCodec::shared();
+        let m = machine();
+        let mut range = ReadValueId::from(&m.array);
+        range.index_range = "1:2".parse().expect("range");
+        let nodes = vec![
+            ReadValueId::from(&m.speed),
+            ReadValueId::from(&m.text),
+            ReadValueId::from(&m.secret),
+            ReadValueId::from(&NodeId::new(9, "nowhere")),
+            range,
+        ];
+        let space = SharedAddressSpace::new(m.space);
+        let ctx = ctx(UserRole::Anonymous);
+        let plain = ReadRequest {
+            request_header: RequestHeader { request_handle: 42, ..Default::default() },
+            max_age: 0.0,
+            timestamps_to_return: TimestampsToReturn::Both,
+            nodes_to_read: Some(nodes),
+        };
+        let mut audited = plain.clone();
+        audited.request_header.audit_entry_id = "audit-1".into();
+        assert!(read_codec::decode_read_request(codec, &body(&plain), 4).is_some(), "plain: the direct path");
+        assert!(read_codec::decode_read_request(codec, &body(&audited), 4).is_none(), "audited: the generic path");
+
+        let decode = |response: Vec<u8>| -> ReadResponse {
+            codec.decode_response(ObjectId::ReadResponse_Encoding_DefaultBinary, &response).expect("a ReadResponse")
+        };
+        let direct = decode(answer(&space, &body(&plain), &ctx));
+        let generic = decode(answer(&space, &body(&audited), &ctx));
+        assert_eq!(direct.results, generic.results);
+        assert_eq!(direct.response_header.request_handle, 42);
+        assert_eq!(direct.response_header.timestamp, ctx.now.utc);
+        assert_eq!(direct.response_header, generic.response_header);
+        let results = direct.results.unwrap_or_default();
+        let statuses: Vec<_> = results.iter().map(DataValue::status).collect();
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::Good,
+                StatusCode::Good,
+                StatusCode::BadNotReadable,
+                StatusCode::BadNodeIdUnknown,
+                StatusCode::Good
+            ]
+        );
+        assert_eq!(results[4].value, Some(opcua_types::Variant::from(vec![20i32, 30])));
+
+        for request in [&plain, &audited] {
+            let mut too_many = request.clone();
+            too_many.nodes_to_read = Some(vec![ReadValueId::from(&m.speed); 8]);
+            assert_eq!(fault_status(&answer(&space, &body(&too_many), &ctx)), StatusCode::BadTooManyOperations);
+            let mut none = request.clone();
+            none.nodes_to_read = None;
+            assert_eq!(fault_status(&answer(&space, &body(&none), &ctx)), StatusCode::BadNothingToDo);
+            let mut stale = request.clone();
+            stale.max_age = -1.0;
+            assert_eq!(fault_status(&answer(&space, &body(&stale), &ctx)), StatusCode::BadMaxAgeInvalid);
+            let whole = body(request);
+            let cut = &whole[..whole.len() - 3];
+            assert_eq!(fault_status(&answer(&space, cut, &ctx)), StatusCode::BadDecodingError);
         }
     }
 }
